@@ -1,0 +1,1097 @@
+//! The engine: opens a data directory, recovers its segments, rebuilds the views and indexes, and
+//! serves appends, queries, subscriptions and retention.
+//!
+//! Concurrency: one `RwLock<State>` holds the segments, views, interner and dedup set. An append
+//! takes the write lock for encode + `pwrite` + view update, so the views always equal the log and
+//! sequence numbers follow append order; queries take the read lock. Syncing to disk happens
+//! outside that lock: under `Durability::Always` concurrent appenders share one `fdatasync`
+//! (group commit) in `SyncState`.
+//!
+//! Invariants:
+//! - `written_seq` ≥ `durable_seq`; an event at or below `durable_seq` is on disk.
+//! - After a failed write or fsync the engine is fenced: every later append fails until reopen.
+//! - The live segment is the last one; sealed segments never change and are shared as `Arc`s, so a
+//!   reader holding one keeps reading while retention unlinks its file.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, Weak};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::event::{Dim, NewEvent, StoredEvent, Sym};
+use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, KIND_FLAG_BATCH_END, SEGMENT_HEADER_BYTES};
+use crate::index::{self, LogFilter};
+use crate::interner::{Interner, STRINGS_MAX};
+use crate::rollup::{self, Rollups};
+use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
+use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, TrendBucket, Views};
+
+const MS_PER_HOUR: i64 = 3_600_000;
+const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
+
+/// When an append is acknowledged relative to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After `fdatasync`; concurrent appends share one sync.
+    Always,
+    /// After the write reaches the page cache; synced every `every_ms` milliseconds.
+    Interval { every_ms: u64 },
+    /// After the write reaches the page cache; synced only at roll and close.
+    Never,
+}
+
+/// Retention limits; each `None` means no limit of that kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age_ms: Option<i64>,
+    pub max_bytes: Option<u64>,
+    pub max_events: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_age_ms: Some(30 * MS_PER_DAY), max_bytes: None, max_events: None }
+    }
+}
+
+/// Test hooks that make disk operations fail, to prove the error paths.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct IoFaults {
+    pub fail_fsync: AtomicBool,
+    /// Fail preallocation of new segments with ENOSPC.
+    pub fail_fallocate: AtomicBool,
+    /// Fail writes with ENOSPC.
+    pub fail_write: AtomicBool,
+}
+
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+#[derive(Clone)]
+pub struct EngineOptions {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// A segment is sealed when the next batch would not fit (default 64 MiB).
+    pub segment_bytes_max: u64,
+    /// ...or when it is older than this (default 24 h).
+    pub segment_age_max_ms: i64,
+    /// An event id seen within at least this long is a duplicate (default 48 h, minimum 24 h).
+    pub dedup_window_ms: i64,
+    /// Timestamps further ahead of the clock than this are clamped and flagged (default 24 h).
+    pub future_skew_max_ms: i64,
+    pub retention: Retention,
+    /// Batches a subscriber may fall behind before it is dropped (default 1024).
+    pub subscriber_queue_max: usize,
+    /// Events one append may carry (default 100 000).
+    pub batch_events_max: usize,
+    #[doc(hidden)]
+    pub faults: Option<Arc<IoFaults>>,
+    /// Wall clock in UTC ms; replaceable for tests.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .field("segment_bytes_max", &self.segment_bytes_max)
+            .field("segment_age_max_ms", &self.segment_age_max_ms)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl EngineOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> EngineOptions {
+        EngineOptions {
+            dir: dir.into(),
+            durability: Durability::Interval { every_ms: 200 },
+            segment_bytes_max: 64 << 20,
+            segment_age_max_ms: MS_PER_DAY,
+            dedup_window_ms: 2 * MS_PER_DAY,
+            future_skew_max_ms: MS_PER_DAY,
+            retention: Retention::default(),
+            subscriber_queue_max: 1024,
+            batch_events_max: 100_000,
+            faults: None,
+            clock: Arc::new(system_clock_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |name, reason: &str| Err(Error::InvalidOption { name, reason: reason.to_string() });
+        if !(64 * 1024..=1 << 30).contains(&self.segment_bytes_max) {
+            return bad("segment_bytes_max", "must be between 64 KiB and 1 GiB");
+        }
+        if self.segment_age_max_ms < 1000 {
+            return bad("segment_age_max_ms", "must be at least one second");
+        }
+        if self.dedup_window_ms < MS_PER_DAY {
+            return bad("dedup_window_ms", "must cover at least 24 hours");
+        }
+        if self.future_skew_max_ms < 0 {
+            return bad("future_skew_max_ms", "must not be negative");
+        }
+        if let Durability::Interval { every_ms } = self.durability {
+            if every_ms == 0 || every_ms > 60_000 {
+                return bad("durability", "interval must be between 1 ms and 60 s");
+            }
+        }
+        if self.subscriber_queue_max == 0 || self.batch_events_max == 0 {
+            return bad("subscriber_queue_max", "limits must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// One finding of recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryIssue {
+    pub segment: PathBuf,
+    pub kind: RecoveryIssueKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryIssueKind {
+    Scan(ScanIssue),
+    /// Sequence numbers `[from, to]` are missing: a segment file was lost or its start corrupted.
+    SequenceGap { from: u64, to: u64 },
+    /// The segment header is unreadable; the file was skipped (and left in place).
+    BadHeader { reason: String },
+    /// A leftover of an interrupted roll or retention was removed.
+    LeftoverRemoved,
+    /// Retention had folded this segment into the rollups before a crash; it was deleted now.
+    FoldedSegmentRemoved,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub events: u64,
+    pub issues: Vec<RecoveryIssue>,
+    /// Whether the previous run closed cleanly.
+    pub clean_shutdown: bool,
+}
+
+impl RecoveryReport {
+    pub fn corruptions(&self) -> usize {
+        self.issues
+            .iter()
+            .filter(|i| matches!(i.kind, RecoveryIssueKind::Scan(ScanIssue::Corruption { .. }) | RecoveryIssueKind::BadHeader { .. }))
+            .count()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// The sequence number of the last event of the log after this append.
+    pub last_seq: u64,
+    /// The sequence numbers given to this batch's accepted events, in input order.
+    pub first_seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPage {
+    pub events: Vec<StoredEvent>,
+    /// Pass as `before_seq` to get the next page; `None` when there is nothing older.
+    pub next_cursor: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub events_deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineStatus {
+    pub last_seq: u64,
+    pub durable_seq: u64,
+    pub segments: usize,
+    pub events: u64,
+    pub bytes_on_disk: u64,
+    pub heap_bytes: usize,
+    pub fenced: bool,
+    pub oldest_ts_ms: Option<i64>,
+    pub newest_ts_ms: Option<i64>,
+}
+
+/// Idempotency: 128-bit hashes of event ids seen, with the sequence number that carried each.
+#[derive(Default)]
+struct Dedup {
+    seen: FxHashMap<u128, u64>,
+}
+
+impl Dedup {
+    fn hash(id: &str) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+    }
+}
+
+struct State {
+    sealed: Vec<Arc<Segment>>,
+    live: Segment,
+    live_file: Arc<File>,
+    views: Views,
+    interner: Interner,
+    dedup: Dedup,
+    rollups: Rollups,
+    next_seq: u64,
+    /// Reused encode buffers.
+    buf: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl State {
+    fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
+        self.sealed.iter().map(|s| &**s).chain(std::iter::once(&self.live))
+    }
+}
+
+struct SyncState {
+    durable_seq: u64,
+    syncing: bool,
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+struct Shared {
+    opts: EngineOptions,
+    state: RwLock<State>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    written_seq: AtomicU64,
+    fenced: Mutex<Option<(&'static str, PathBuf)>>,
+    is_fenced: AtomicBool,
+    subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    _lock: File,
+}
+
+/// A handle to an open data directory. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+const CLEAN_MARKER: &str = "clean-shutdown";
+const LOCK_FILE: &str = "LOCK";
+
+impl Engine {
+    pub fn open(opts: EngineOptions) -> Result<(Engine, RecoveryReport)> {
+        opts.validate()?;
+        let dir = opts.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let mut report = RecoveryReport::default();
+        let clean_path = dir.join(CLEAN_MARKER);
+        report.clean_shutdown = clean_path.exists();
+        if report.clean_shutdown {
+            fs::remove_file(&clean_path).map_err(|e| Error::io("remove", &clean_path, e))?;
+        }
+        let now = (opts.clock)();
+
+        // Leftovers of interrupted rolls and retention.
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".seg.tmp") || name.ends_with(".deleted") || name == "rollups.tmp" {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+                report.issues.push(RecoveryIssue { segment: p, kind: RecoveryIssueKind::LeftoverRemoved });
+            } else if let Some(base) = segment::parse_segment_file_name(&name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let rollups = Rollups::load(&dir)?;
+        // A crash between writing the rollups and deleting a segment leaves a folded segment.
+        while bases.len() > 1 && bases[1] <= rollups.folded_through_seq + 1 {
+            let p = dir.join(segment::segment_file_name(bases[0]));
+            fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+            report.issues.push(RecoveryIssue { segment: p, kind: RecoveryIssueKind::FoldedSegmentRemoved });
+            bases.remove(0);
+        }
+        rollup::sync_dir(&dir)?;
+
+        let mut interner = Interner::new();
+        let mut views = Views::new();
+        let mut dedup = Dedup::default();
+        let mut loaded: Vec<Segment> = Vec::new();
+        let mut live_file: Option<Arc<File>> = None;
+        let mut last_seq = rollups.folded_through_seq;
+        let dedup_cutoff = now - opts.dedup_window_ms - opts.segment_age_max_ms;
+        for (i, &base) in bases.iter().enumerate() {
+            let path = dir.join(segment::segment_file_name(base));
+            let newest = i + 1 == bases.len();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(newest)
+                .open(&path)
+                .map_err(|e| Error::io("open", &path, e))?;
+            let mut head = [0u8; SEGMENT_HEADER_BYTES];
+            let header = match file.read_exact_at(&mut head, 0) {
+                Ok(()) => SegmentHeader::decode(&head).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let header = match header {
+                Ok(h) if h.base_seq == base => h,
+                Ok(_) => {
+                    report.issues.push(RecoveryIssue { segment: path, kind: RecoveryIssueKind::BadHeader { reason: "base sequence number does not match the file name".into() } });
+                    continue;
+                }
+                Err(reason) => {
+                    report.issues.push(RecoveryIssue { segment: path, kind: RecoveryIssueKind::BadHeader { reason } });
+                    continue;
+                }
+            };
+            let mut seg = Segment::new_mapped(path.clone(), header, &file)?;
+            let bounds = ScanBounds {
+                seq_floor: last_seq,
+                seq_ceiling: bases.get(i + 1).copied().unwrap_or(u64::MAX),
+                newest,
+                data_len: segment::data_end(&file, seg.file_len),
+            };
+            let sealed_at = bases.get(i + 1).map(|_| now);
+            let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
+            let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
+                seg.note_event(offset, &ev);
+                views.apply(&ev, Sign::Add);
+                if in_dedup_window {
+                    if let Some(id) = &ev.event_id {
+                        dedup.seen.insert(Dedup::hash(id), ev.seq);
+                    }
+                }
+            });
+            if let Some(first) = seg.first_seq {
+                if first > last_seq + 1 && !(loaded.is_empty() && last_seq == 0 && first == base && base == 1) {
+                    report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
+                }
+            }
+            for issue in outcome.issues {
+                report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
+            }
+            if let Some((from, to)) = outcome.cut {
+                segment::zero_range(&file, &path, from, to)?;
+            }
+            last_seq = last_seq.max(seg.last_seq.unwrap_or(0));
+            report.events += seg.n_events;
+            if newest {
+                seg.dict.enable_writing();
+                live_file = Some(Arc::new(file));
+            }
+            loaded.push(seg);
+        }
+        // Sealed-at times: a segment stopped taking appends when the next one was created.
+        for i in 0..loaded.len().saturating_sub(1) {
+            let next_created = loaded[i + 1].header.created_ms;
+            loaded[i].sealed_at_ms = Some(next_created);
+            loaded[i].sealed = true;
+            loaded[i].dict.seal();
+            loaded[i].index.seal();
+        }
+        report.segments = loaded.len();
+        let next_seq = last_seq + 1;
+
+        let (live, live_file) = match live_file {
+            Some(file) => (loaded.pop().expect("the newest segment was loaded"), file),
+            None => {
+                // No segment yet, or the newest one has an unreadable header.
+                if let Some(last) = loaded.last_mut() {
+                    last.sealed = true;
+                    last.sealed_at_ms = Some(now);
+                    last.dict.seal();
+                    last.index.seal();
+                }
+                let (seg, file) = create_segment(&opts, next_seq, now)?;
+                (seg, Arc::new(file))
+            }
+        };
+        let sealed: Vec<Arc<Segment>> = loaded.into_iter().map(Arc::new).collect();
+        let path = live.path.clone();
+        let state = State {
+            sealed,
+            live,
+            live_file: live_file.clone(),
+            views,
+            interner,
+            dedup,
+            rollups,
+            next_seq,
+            buf: Vec::new(),
+            payload: Vec::new(),
+        };
+        let shared = Arc::new(Shared {
+            sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path }),
+            sync_cv: Condvar::new(),
+            written_seq: AtomicU64::new(last_seq),
+            fenced: Mutex::new(None),
+            is_fenced: AtomicBool::new(false),
+            subscribers: Mutex::new(Vec::new()),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            state: RwLock::new(state),
+            opts,
+            _lock: lock,
+        });
+        if let Durability::Interval { every_ms } = shared.opts.durability {
+            let weak = Arc::downgrade(&shared);
+            std::thread::Builder::new()
+                .name("tokenboard-sync".into())
+                .spawn(move || interval_syncer(weak, every_ms))
+                .map_err(|e| Error::io("spawn sync thread", PathBuf::new(), e))?;
+        }
+        Ok((Engine { shared }, report))
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.shared.opts
+    }
+
+    /// Appends a batch. Events are validated first; one invalid event rejects the whole batch and
+    /// nothing of it is stored. Returns once the batch is as durable as the policy promises.
+    pub fn append(&self, events: &[NewEvent]) -> Result<AppendOutcome> {
+        for (index, ev) in events.iter().enumerate() {
+            ev.validate().map_err(|error| Error::InvalidEvent { index, error })?;
+        }
+        if events.len() > self.shared.opts.batch_events_max {
+            return Err(Error::InvalidOption { name: "batch", reason: format!("{} events, at most {} per append", events.len(), self.shared.opts.batch_events_max) });
+        }
+        self.check_fenced()?;
+        let (outcome, stored) = {
+            let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            self.append_locked(&mut st, events)?
+        };
+        if !stored.is_empty() {
+            self.publish(stored);
+        }
+        if self.shared.opts.durability == Durability::Always && outcome.accepted > 0 {
+            self.sync_through(outcome.last_seq)?;
+        }
+        Ok(outcome)
+    }
+
+    fn check_fenced(&self) -> Result<()> {
+        if self.shared.is_fenced.load(Ordering::Acquire) {
+            let f = self.shared.fenced.lock().unwrap_or_else(|e| e.into_inner());
+            let (op, path) = f.clone().unwrap_or(("write", PathBuf::new()));
+            return Err(Error::Fenced { op, path });
+        }
+        Ok(())
+    }
+
+    fn fence(&self, op: &'static str, path: &Path) {
+        let mut f = self.shared.fenced.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some((op, path.to_path_buf()));
+        }
+        self.shared.is_fenced.store(true, Ordering::Release);
+    }
+
+    fn append_locked(&self, st: &mut State, events: &[NewEvent]) -> Result<(AppendOutcome, Vec<StoredEvent>)> {
+        let opts = &self.shared.opts;
+        let now = (opts.clock)();
+        if now - st.live.header.created_ms >= opts.segment_age_max_ms && st.live.n_events > 0 {
+            self.roll(st, now)?;
+        }
+        // Intern and deduplicate first; neither touches the disk.
+        let mut dims_of: Vec<[Sym; Dim::COUNT]> = Vec::with_capacity(events.len());
+        let mut keep: Vec<bool> = Vec::with_capacity(events.len());
+        let mut batch_ids: rustc_hash::FxHashSet<u128> = Default::default();
+        let mut duplicates = 0;
+        for ev in events {
+            let mut dims = [Sym::EMPTY; Dim::COUNT];
+            for (i, d) in dims.iter_mut().enumerate() {
+                *d = st.interner.intern(&ev.dims[i]).ok_or(Error::InternerFull { max: STRINGS_MAX })?;
+            }
+            dims_of.push(dims);
+            let is_new = match &ev.event_id {
+                Some(id) => {
+                    let h = Dedup::hash(id);
+                    !st.dedup.seen.contains_key(&h) && batch_ids.insert(h)
+                }
+                None => true,
+            };
+            duplicates += usize::from(!is_new);
+            keep.push(is_new);
+        }
+        let accepted = keep.iter().filter(|k| **k).count();
+        if accepted == 0 {
+            let last_seq = st.next_seq - 1;
+            return Ok((AppendOutcome { accepted: 0, duplicates, last_seq, first_seq: None }, Vec::new()));
+        }
+
+        let mut stored = Vec::with_capacity(accepted);
+        let mut attempt = 0;
+        let (mut n_strings, mut n_shapes);
+        loop {
+            n_strings = st.live.dict.strings.len();
+            n_shapes = st.live.dict.shapes.len();
+            stored.clear();
+            self.encode_batch(st, events, &dims_of, &keep, now, &mut stored);
+            let fits = st.live.committed_len + st.buf.len() as u64 <= opts.segment_bytes_max;
+            if fits {
+                break;
+            }
+            st.live.dict.truncate(n_strings, n_shapes);
+            if attempt > 0 || st.live.n_events == 0 {
+                return Err(Error::BatchTooLarge { events: accepted, bytes: st.buf.len(), max: (opts.segment_bytes_max as usize).saturating_sub(SEGMENT_HEADER_BYTES) });
+            }
+            self.roll(st, now)?;
+            attempt += 1;
+        }
+
+        // Write.
+        let offset = st.live.committed_len;
+        if let Some(f) = &opts.faults {
+            if f.fail_write.load(Ordering::Relaxed) {
+                st.live.dict.truncate(n_strings, n_shapes);
+                return Err(Error::io("write", &st.live.path, std::io::Error::from_raw_os_error(libc::ENOSPC)));
+            }
+        }
+        if let Err(e) = st.live_file.write_all_at(&st.buf, offset) {
+            st.live.dict.truncate(n_strings, n_shapes);
+            let err = Error::io("write", &st.live.path, e);
+            if !matches!(err, Error::DiskFull { .. }) {
+                self.fence("write", &st.live.path.clone());
+            }
+            return Err(err);
+        }
+
+        // Apply: offsets of each event frame are recovered by walking the buffer.
+        let mut pos = 0usize;
+        let mut it = stored.iter();
+        while pos < st.buf.len() {
+            let h = format::FrameHeader::read(&st.buf[pos..]);
+            if h.kind_type() == KIND_EVENT {
+                let ev = it.next().expect("one stored event per event frame");
+                st.live.note_event(offset + pos as u64, ev);
+            }
+            pos += h.frame_bytes();
+        }
+        st.live.committed_len += st.buf.len() as u64;
+        st.live.bytes_used = st.live.committed_len;
+        for ev in &stored {
+            st.views.apply(ev, Sign::Add);
+            if let Some(id) = &ev.event_id {
+                st.dedup.seen.insert(Dedup::hash(id), ev.seq);
+            }
+        }
+        let first_seq = stored.first().map(|e| e.seq);
+        let last_seq = stored.last().map(|e| e.seq).unwrap_or(st.next_seq - 1);
+        st.next_seq = last_seq + 1;
+        self.shared.written_seq.store(last_seq, Ordering::Release);
+        if opts.durability == Durability::Never {
+            // Nothing to wait for: "durable" here means "written".
+        }
+        Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq }, stored))
+    }
+
+    /// Encodes the kept events into `st.buf` for the live segment, filling `stored`.
+    fn encode_batch(&self, st: &mut State, events: &[NewEvent], dims_of: &[[Sym; Dim::COUNT]], keep: &[bool], now: i64, stored: &mut Vec<StoredEvent>) {
+        let opts = &self.shared.opts;
+        let State { live, interner, buf, payload, next_seq, .. } = st;
+        buf.clear();
+        let header = live.header;
+        let mut seq = *next_seq;
+        let mut last_event_frame = None;
+        let mut dict_payloads = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            if !keep[i] {
+                continue;
+            }
+            let dims = &dims_of[i];
+            let max_ts = now.saturating_add(opts.future_skew_max_ms);
+            let (ts_ms, clamped) = if ev.ts_ms > max_ts { (max_ts, true) } else { (ev.ts_ms, false) };
+            let shape = Shape::of(dims, ev, clamped);
+            let mut delta = segment::DictDelta::default();
+            let (shape_id, key_id) = live.dict.local_ids(&shape, dims[Dim::Key as usize], &mut delta);
+            let seq_delta = (seq - header.base_seq) as u32;
+            if !delta.is_empty() {
+                dict_payloads.clear();
+                segment::encode_dict(&delta, interner, &mut dict_payloads);
+                for p in &dict_payloads {
+                    format::write_frame(buf, header.salt, KIND_DICT, seq_delta, p);
+                }
+            }
+            payload.clear();
+            segment::encode_event(&header, shape_id, key_id, ts_ms, ev, payload);
+            last_event_frame = Some(buf.len());
+            format::write_frame(buf, header.salt, KIND_EVENT, seq_delta, payload);
+            stored.push(StoredEvent {
+                seq,
+                ts_ms,
+                dims: *dims,
+                status: ev.status,
+                success: ev.success,
+                stream: ev.stream,
+                quality: ev.quality,
+                ts_clamped: clamped,
+                tokens: ev.tokens,
+                latency_ms: ev.latency_ms,
+                ttft_ms: ev.ttft_ms.map(|t| t.min(u32::MAX - 1)),
+                event_id: ev.event_id.as_deref().map(Box::from),
+                request_id: ev.request_id.as_deref().map(Box::from),
+                error_message: ev.error_message.as_deref().map(Box::from),
+            });
+            seq += 1;
+        }
+        if let Some(at) = last_event_frame {
+            buf[at + 2] |= KIND_FLAG_BATCH_END;
+            let h = format::FrameHeader::read(&buf[at..]);
+            let end = at + h.frame_bytes();
+            let crc = format::frame_crc(header.salt, &buf[at..at + 7], &buf[at + format::FRAME_HEADER_BYTES..end]);
+            buf[at + 7..at + 11].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+
+    /// Seals the live segment and starts a new one.
+    fn roll(&self, st: &mut State, now: i64) -> Result<()> {
+        let old_path = st.live.path.clone();
+        self.sync_file(&st.live_file, &old_path)?;
+        let written = self.shared.written_seq.load(Ordering::Acquire);
+        let (seg, file) = create_segment(&self.shared.opts, st.next_seq, now)?;
+        let file = Arc::new(file);
+        {
+            let mut s = self.shared.sync.lock().unwrap_or_else(|e| e.into_inner());
+            s.durable_seq = s.durable_seq.max(written);
+            s.file = file.clone();
+            s.path = seg.path.clone();
+        }
+        self.shared.sync_cv.notify_all();
+        let mut old = std::mem::replace(&mut st.live, seg);
+        let old_file = std::mem::replace(&mut st.live_file, file);
+        release_tail(&old_file, old.committed_len, old.file_len);
+        old.sealed = true;
+        old.sealed_at_ms = Some(now);
+        old.dict.seal();
+        old.index.seal();
+        st.sealed.push(Arc::new(old));
+        Ok(())
+    }
+
+    fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
+        let injected = self.shared.opts.faults.as_ref().is_some_and(|f| f.fail_fsync.load(Ordering::Relaxed));
+        let r = if injected { Err(std::io::Error::from_raw_os_error(libc::EIO)) } else { file.sync_data() };
+        r.map_err(|e| {
+            self.fence("fdatasync", path);
+            Error::io("fdatasync", path, e)
+        })
+    }
+
+    /// Waits until every event up to `seq` is on disk, sharing one fdatasync with concurrent
+    /// callers (group commit).
+    fn sync_through(&self, seq: u64) -> Result<()> {
+        let sh = &self.shared;
+        let mut g = sh.sync.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if g.durable_seq >= seq {
+                return Ok(());
+            }
+            self.check_fenced()?;
+            if g.syncing {
+                g = sh.sync_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g.syncing = true;
+            let upto = sh.written_seq.load(Ordering::Acquire);
+            let file = g.file.clone();
+            let path = g.path.clone();
+            drop(g);
+            let r = self.sync_file(&file, &path);
+            g = sh.sync.lock().unwrap_or_else(|e| e.into_inner());
+            g.syncing = false;
+            if r.is_ok() {
+                g.durable_seq = g.durable_seq.max(upto);
+            }
+            sh.sync_cv.notify_all();
+            r?;
+        }
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> Result<u64> {
+        let seq = self.shared.written_seq.load(Ordering::Acquire);
+        self.sync_through(seq)?;
+        Ok(seq)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.shared.written_seq.load(Ordering::Acquire)
+    }
+
+    /// The highest sequence number known to be on disk.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.sync.lock().unwrap_or_else(|e| e.into_inner()).durable_seq
+    }
+
+    fn publish(&self, stored: Vec<StoredEvent>) {
+        let mut subs = self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if subs.is_empty() {
+            return;
+        }
+        let batch: Arc<[StoredEvent]> = stored.into();
+        subs.retain(|tx| match tx.try_send(batch.clone()) {
+            Ok(()) => true,
+            // A subscriber that falls this far behind is dropped; it sees the channel close and
+            // must reload before subscribing again.
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+
+    /// New events, in batches, as they are appended.
+    pub fn subscribe(&self) -> Receiver<Arc<[StoredEvent]>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(self.shared.opts.subscriber_queue_max);
+        self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn resolve(&self, sym: Sym) -> Arc<str> {
+        self.read().interner.resolve_arc(sym)
+    }
+
+    /// The symbol of a string the engine has seen, if any.
+    pub fn lookup(&self, s: &str) -> Option<Sym> {
+        self.read().interner.get(s)
+    }
+
+    /// Calls `f` with the interner, to resolve many symbols under one lock.
+    pub fn with_interner<R>(&self, f: impl FnOnce(&Interner) -> R) -> R {
+        f(&self.read().interner)
+    }
+
+    pub fn summary(&self, range: TimeRange) -> Summary {
+        let st = self.read();
+        st.views.summary(range, &mut SegmentScan { st: &st })
+    }
+
+    pub fn breakdown(&self, group: Group, range: TimeRange) -> Vec<(u32, crate::views::Agg)> {
+        let st = self.read();
+        st.views.breakdown(group, range, &mut SegmentScan { st: &st })
+    }
+
+    pub fn trend(&self, range: TimeRange, granularity: Granularity, tz: chrono_tz::Tz) -> Result<Vec<TrendBucket>> {
+        let st = self.read();
+        Ok(st.views.trend(range, granularity, tz, &mut SegmentScan { st: &st })?)
+    }
+
+    /// The newest events matching `filter` with sequence numbers below `before_seq`.
+    pub fn logs(&self, filter: &LogFilter, before_seq: Option<u64>, limit: usize) -> LogPage {
+        let limit = limit.clamp(1, 1000);
+        let st = self.read();
+        let before = before_seq.unwrap_or(u64::MAX);
+        let mut events = Vec::with_capacity(limit);
+        for seg in st.segments().rev() {
+            if events.len() >= limit {
+                break;
+            }
+            index::query_segment(seg, filter, before, limit, &mut events);
+        }
+        let next_cursor = if events.len() == limit { events.last().map(|e| e.seq) } else { None };
+        LogPage { events, next_cursor }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<StoredEvent> {
+        let st = self.read();
+        let seg = st.segments().rev().find(|s| s.base_seq() <= seq)?;
+        seg.get(seq)
+    }
+
+    /// Calls `f` for each event matching `filter`, oldest first, without holding the engine's lock
+    /// over sealed segments: appends and retention go on meanwhile. Returns the number visited.
+    pub fn scan(&self, filter: &LogFilter, f: &mut dyn FnMut(&StoredEvent) -> bool) -> u64 {
+        let sealed: Vec<Arc<Segment>> = self.read().sealed.clone();
+        let mut n = 0;
+        let mut last = 0;
+        for seg in &sealed {
+            let mut go = true;
+            seg.for_each(&mut |ev| {
+                last = ev.seq;
+                if filter.matches(&ev) {
+                    n += 1;
+                    go = f(&ev);
+                }
+                go
+            });
+            if !go {
+                return n;
+            }
+        }
+        let st = self.read();
+        for seg in st.sealed.iter().map(|s| &**s).chain(std::iter::once(&st.live)) {
+            if seg.last_seq.is_none_or(|l| l <= last) {
+                continue;
+            }
+            let mut go = true;
+            seg.for_each(&mut |ev| {
+                if ev.seq > last && filter.matches(&ev) {
+                    n += 1;
+                    go = f(&ev);
+                }
+                go
+            });
+            if !go {
+                break;
+            }
+        }
+        n
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        let st = self.read();
+        let bytes_on_disk = st.segments().map(|s| s.bytes_used).sum();
+        let events = st.segments().map(|s| s.n_events).sum();
+        let heap = st.views.heap_bytes()
+            + st.interner.heap_bytes()
+            + st.segments().map(|s| s.heap_bytes()).sum::<usize>()
+            + st.dedup.seen.capacity() * 32;
+        EngineStatus {
+            last_seq: st.next_seq - 1,
+            durable_seq: self.durable_seq(),
+            segments: st.sealed.len() + 1,
+            events,
+            bytes_on_disk,
+            heap_bytes: heap,
+            fenced: self.shared.is_fenced.load(Ordering::Acquire),
+            oldest_ts_ms: st.views.time_bounds().map(|b| b.0),
+            newest_ts_ms: st.views.time_bounds().map(|b| b.1),
+        }
+    }
+
+    /// The long-term daily rollups of deleted segments, for UTC days in `[from_day, to_day)`.
+    pub fn rollups(&self) -> Rollups {
+        self.read().rollups.clone()
+    }
+
+    /// Deletes whole oldest sealed segments beyond the retention limits, folding them into the
+    /// daily rollups first.
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        let opts = &self.shared.opts;
+        let now = (opts.clock)();
+        let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut report = RetentionReport { segments_deleted: 0, events_deleted: 0, bytes_deleted: 0 };
+        loop {
+            let Some(oldest) = st.sealed.first().cloned() else { break };
+            let total_bytes: u64 = st.segments().map(|s| s.bytes_used).sum();
+            let total_events: u64 = st.segments().map(|s| s.n_events).sum();
+            let r = &opts.retention;
+            let too_old = r.max_age_ms.is_some_and(|age| oldest.sealed_at_ms.is_some_and(|t| t < now - age));
+            let too_big = r.max_bytes.is_some_and(|max| total_bytes > max);
+            let too_many = r.max_events.is_some_and(|max| max > 0 && total_events - oldest.n_events >= max);
+            if !(too_old || too_big || too_many) {
+                break;
+            }
+            // Fold, then persist the rollups, then delete: a crash in between never counts twice.
+            let mut rollups = st.rollups.clone();
+            let State { views, interner, .. } = &mut *st;
+            oldest.for_each(&mut |ev| {
+                views.apply(&ev, Sign::Sub);
+                rollups.fold(&ev, interner);
+                true
+            });
+            if let Some(last) = oldest.last_seq {
+                rollups.folded_through_seq = rollups.folded_through_seq.max(last);
+            }
+            rollups.save(&opts.dir)?;
+            st.rollups = rollups;
+            let deleted = oldest.path.with_extension("deleted");
+            fs::rename(&oldest.path, &deleted).map_err(|e| Error::io("rename", &oldest.path, e))?;
+            fs::remove_file(&deleted).map_err(|e| Error::io("remove", &deleted, e))?;
+            rollup::sync_dir(&opts.dir)?;
+            for ev_id in collect_ids(&oldest) {
+                if st.dedup.seen.get(&ev_id).is_some_and(|s| oldest.last_seq.is_some_and(|l| *s <= l)) {
+                    st.dedup.seen.remove(&ev_id);
+                }
+            }
+            st.sealed.remove(0);
+            report.segments_deleted += 1;
+            report.events_deleted += oldest.n_events;
+            report.bytes_deleted += oldest.bytes_used;
+        }
+        // Event ids older than the window.
+        let cutoff = now - opts.dedup_window_ms;
+        let expired: Vec<Arc<Segment>> = st
+            .sealed
+            .iter()
+            .filter(|s| s.sealed_at_ms.is_some_and(|t| t < cutoff))
+            .cloned()
+            .collect();
+        for seg in expired {
+            for h in collect_ids(&seg) {
+                st.dedup.seen.remove(&h);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Syncs, marks a clean shutdown and stops the background syncer. Appends after this fail.
+    pub fn close(&self) -> Result<()> {
+        {
+            let mut stop = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+            *stop = true;
+            self.shared.stop_cv.notify_all();
+        }
+        self.sync()?;
+        self.fence("close", &self.shared.opts.dir.clone());
+        let marker = self.shared.opts.dir.join(CLEAN_MARKER);
+        fs::write(&marker, self.last_seq().to_string()).map_err(|e| Error::io("write", &marker, e))?;
+        rollup::sync_dir(&self.shared.opts.dir)
+    }
+}
+
+fn collect_ids(seg: &Segment) -> Vec<u128> {
+    let mut ids = Vec::new();
+    seg.for_each(&mut |ev| {
+        if let Some(id) = &ev.event_id {
+            ids.push(Dedup::hash(id));
+        }
+        true
+    });
+    ids
+}
+
+struct SegmentScan<'a> {
+    st: &'a State,
+}
+
+impl EdgeScan for SegmentScan<'_> {
+    fn scan(&mut self, range: TimeRange, f: &mut dyn FnMut(&StoredEvent)) {
+        for seg in self.st.segments() {
+            index::scan_segment_range(seg, range.from_ms, range.to_ms, f);
+        }
+    }
+}
+
+fn interval_syncer(weak: Weak<Shared>, every_ms: u64) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        {
+            let stop = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+            let (stop, _) = shared
+                .stop_cv
+                .wait_timeout(stop, Duration::from_millis(every_ms))
+                .unwrap_or_else(|e| e.into_inner());
+            if *stop {
+                return;
+            }
+        }
+        let engine = Engine { shared };
+        if engine.shared.is_fenced.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = engine.sync();
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::Locked { path: dir.to_path_buf() });
+    }
+    Ok(f)
+}
+
+fn random_salt() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most the given length into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    if n == 4 {
+        u32::from_le_bytes(b)
+    } else {
+        (system_clock_ms() as u32) ^ std::process::id().rotate_left(16)
+    }
+}
+
+/// Creates a segment as a temporary file, preallocates it, then renames it into place.
+fn create_segment(opts: &EngineOptions, base_seq: u64, now: i64) -> Result<(Segment, File)> {
+    use std::os::fd::AsRawFd;
+    let name = segment::segment_file_name(base_seq);
+    let path = opts.dir.join(&name);
+    let tmp = opts.dir.join(format!("{name}.tmp"));
+    if path.exists() {
+        // An unreadable segment of the same name: keep it for inspection, out of the way.
+        let aside = opts.dir.join(format!("{name}.corrupt"));
+        fs::rename(&path, &aside).map_err(|e| Error::io("rename", &path, e))?;
+    }
+    let header = SegmentHeader { version: FORMAT_VERSION, salt: random_salt(), base_seq, created_ms: now };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    let fail = |op, e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(op, &tmp, e)
+    };
+    if opts.faults.as_ref().is_some_and(|f| f.fail_fallocate.load(Ordering::Relaxed)) {
+        return Err(fail("fallocate", std::io::Error::from_raw_os_error(libc::ENOSPC)));
+    }
+    // SAFETY: fallocate on a descriptor we own.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, opts.segment_bytes_max as libc::off_t) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            file.set_len(opts.segment_bytes_max).map_err(|e| fail("set_len", e))?;
+        } else {
+            return Err(fail("fallocate", e));
+        }
+    }
+    file.write_all_at(&header.encode(), 0).map_err(|e| fail("write", e))?;
+    file.sync_all().map_err(|e| fail("fsync", e))?;
+    fs::rename(&tmp, &path).map_err(|e| fail("rename", e))?;
+    rollup::sync_dir(&opts.dir)?;
+    let mut seg = Segment::new_mapped(path, header, &file)?;
+    seg.dict.enable_writing();
+    Ok((seg, file))
+}
+
+/// Gives the unused preallocated tail of a sealed segment back to the file system. The file keeps
+/// its size, so maps over it stay valid; the hole reads as zeros.
+fn release_tail(file: &File, committed_len: u64, file_len: u64) {
+    use std::os::fd::AsRawFd;
+    let from = committed_len.div_ceil(4096) * 4096;
+    if from < file_len {
+        // SAFETY: fallocate on a descriptor we own. Failure only costs disk space.
+        unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                (file_len - from) as libc::off_t,
+            );
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The on-disk format: segment header, frame header, payload encoding. The only module that knows
+//! bytes; `docs/format.md` has the byte tables and the version history, and the golden tests at the
+//! bottom pin them.
+//!
+//! Invariants:
+//! - Every frame is `payload_len u16 | kind u8 | seq_delta u32 | crc u32 | payload`, little endian.
+//!   The CRC (crc32 seeded with the segment's random salt) covers the first seven header bytes and
+//!   the payload, so a flipped length, kind or sequence number fails the check, and bytes left from
+//!   another file (another salt) never validate.
+//! - An all-zero frame header marks the end of the written part of a preallocated segment.
+//! - `payload_len <= FRAME_PAYLOAD_BYTES_MAX`; a reader never trusts a length beyond that.
+//! - Payloads are bincode 2 (`standard()`: varint, little endian) of the structs below and nothing
+//!   else uses bincode.
+
+use serde::{Deserialize, Serialize};
+
+pub const SEGMENT_MAGIC: [u8; 8] = *b"TKBDSEG\x1a";
+/// The version this code writes.
+pub const FORMAT_VERSION: u16 = 1;
+/// The oldest version this code reads.
+pub const FORMAT_VERSION_OLDEST_READABLE: u16 = 1;
+pub const SEGMENT_HEADER_BYTES: usize = 64;
+pub const FRAME_HEADER_BYTES: usize = 11;
+pub const FRAME_PAYLOAD_BYTES_MAX: usize = u16::MAX as usize;
+
+/// Frame kinds (the low seven bits of the kind byte).
+pub const KIND_EVENT: u8 = 1;
+pub const KIND_DICT: u8 = 2;
+/// Set on the last frame of an appended batch: a batch whose end marker is missing at the tail of
+/// the newest segment was never acknowledged and is cut at recovery.
+pub const KIND_FLAG_BATCH_END: u8 = 0x80;
+
+const _: () = assert!(FRAME_HEADER_BYTES == 2 + 1 + 4 + 4);
+const _: () = assert!(SEGMENT_HEADER_BYTES % 8 == 0 && SEGMENT_HEADER_BYTES >= 36);
+const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(KIND_EVENT & KIND_FLAG_BATCH_END == 0 && KIND_DICT & KIND_FLAG_BATCH_END == 0);
+
+/// The segment header, at offset 0 of every segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub version: u16,
+    /// Random per-file CRC seed: stale bytes from another file never validate here.
+    pub salt: u32,
+    /// The sequence number of the first event this segment may hold; frames carry `seq - base_seq`.
+    pub base_seq: u64,
+    /// Wall-clock creation time (UTC ms); also the base of the events' timestamp deltas.
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    TooShort,
+    BadMagic,
+    BadChecksum,
+    UnsupportedVersion(u16),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::TooShort => write!(f, "segment header is truncated"),
+            HeaderError::BadMagic => write!(f, "not a tokenboard segment (bad magic)"),
+            HeaderError::BadChecksum => write!(f, "segment header checksum mismatch"),
+            HeaderError::UnsupportedVersion(v) => write!(
+                f,
+                "segment format version {v} is not readable (this build reads {FORMAT_VERSION_OLDEST_READABLE}..={FORMAT_VERSION})"
+            ),
+        }
+    }
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
+        let mut b = [0u8; SEGMENT_HEADER_BYTES];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
+        b[12..16].copy_from_slice(&self.salt.to_le_bytes());
+        b[16..24].copy_from_slice(&self.base_seq.to_le_bytes());
+        b[24..32].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = crc32fast::hash(&b[..SEGMENT_HEADER_BYTES - 4]);
+        b[SEGMENT_HEADER_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if b.len() < SEGMENT_HEADER_BYTES {
+            return Err(HeaderError::TooShort);
+        }
+        if b[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::BadMagic);
+        }
+        let stored = u32::from_le_bytes(b[SEGMENT_HEADER_BYTES - 4..SEGMENT_HEADER_BYTES].try_into().unwrap());
+        if crc32fast::hash(&b[..SEGMENT_HEADER_BYTES - 4]) != stored {
+            return Err(HeaderError::BadChecksum);
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if !(FORMAT_VERSION_OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
+            return Err(HeaderError::UnsupportedVersion(version));
+        }
+        Ok(SegmentHeader {
+            version,
+            salt: u32::from_le_bytes(b[12..16].try_into().unwrap()),
+            base_seq: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            created_ms: i64::from_le_bytes(b[24..32].try_into().unwrap()),
+        })
+    }
+}
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub payload_len: u16,
+    pub kind: u8,
+    pub seq_delta: u32,
+    pub crc: u32,
+}
+
+impl FrameHeader {
+    pub fn kind_type(&self) -> u8 {
+        self.kind & !KIND_FLAG_BATCH_END
+    }
+
+    pub fn is_batch_end(&self) -> bool {
+        self.kind & KIND_FLAG_BATCH_END != 0
+    }
+
+    pub fn frame_bytes(&self) -> usize {
+        FRAME_HEADER_BYTES + self.payload_len as usize
+    }
+
+    /// Reads the header at the start of `b` (which must hold at least `FRAME_HEADER_BYTES`).
+    #[inline]
+    pub fn read(b: &[u8]) -> FrameHeader {
+        FrameHeader {
+            payload_len: u16::from_le_bytes([b[0], b[1]]),
+            kind: b[2],
+            seq_delta: u32::from_le_bytes([b[3], b[4], b[5], b[6]]),
+            crc: u32::from_le_bytes([b[7], b[8], b[9], b[10]]),
+        }
+    }
+
+    pub fn is_zero(b: &[u8]) -> bool {
+        b[..FRAME_HEADER_BYTES].iter().all(|&x| x == 0)
+    }
+}
+
+/// Why a frame failed to validate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameFault {
+    /// Fewer bytes remain than the header or the payload needs.
+    Truncated,
+    UnknownKind(u8),
+    ChecksumMismatch,
+}
+
+impl std::fmt::Display for FrameFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameFault::Truncated => write!(f, "frame runs past the end of the file"),
+            FrameFault::UnknownKind(k) => write!(f, "unknown frame kind {k:#04x}"),
+            FrameFault::ChecksumMismatch => write!(f, "frame checksum mismatch"),
+        }
+    }
+}
+
+#[inline]
+pub fn frame_crc(salt: u32, header7: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(salt);
+    h.update(&header7[..7]);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Validates the frame at the start of `b`: returns its header and payload, or the fault.
+#[inline]
+pub fn check_frame(salt: u32, b: &[u8]) -> Result<(FrameHeader, &[u8]), FrameFault> {
+    if b.len() < FRAME_HEADER_BYTES {
+        return Err(FrameFault::Truncated);
+    }
+    let h = FrameHeader::read(b);
+    let t = h.kind_type();
+    if t != KIND_EVENT && t != KIND_DICT {
+        return Err(FrameFault::UnknownKind(h.kind));
+    }
+    let end = h.frame_bytes();
+    if b.len() < end {
+        return Err(FrameFault::Truncated);
+    }
+    let payload = &b[FRAME_HEADER_BYTES..end];
+    if frame_crc(salt, &b[..7], payload) != h.crc {
+        return Err(FrameFault::ChecksumMismatch);
+    }
+    Ok((h, payload))
+}
+
+/// Appends one frame to `out`. The payload must already be bounded by the caller.
+pub fn write_frame(out: &mut Vec<u8>, salt: u32, kind: u8, seq_delta: u32, payload: &[u8]) {
+    assert!(payload.len() <= FRAME_PAYLOAD_BYTES_MAX, "frame payload over the bound");
+    let start = out.len();
+    out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(&seq_delta.to_le_bytes());
+    let crc = frame_crc(salt, &out[start..start + 7], payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Attributes of an event that repeat across many events, stored once per segment in a dict
+/// frame and referred to by a local id. Strings are local string ids of the same segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShapeRecord {
+    /// Local string ids, indexed by `Dim` except that `Dim::Key` is carried per event (its slot
+    /// here is always 0).
+    pub dims: [u32; crate::event::Dim::COUNT],
+    pub status: u16,
+    /// Bit 0 success, bit 1 stream, bit 2 timestamp clamped; bits 3..=4 quality.
+    pub flags: u8,
+}
+
+pub const SHAPE_FLAG_SUCCESS: u8 = 1;
+pub const SHAPE_FLAG_STREAM: u8 = 2;
+pub const SHAPE_FLAG_TS_CLAMPED: u8 = 4;
+pub const SHAPE_QUALITY_SHIFT: u8 = 3;
+
+/// A dict frame: new local strings and shapes, numbered from the given first ids on. Dict frames
+/// carry the sequence delta of the event that follows them and consume no sequence number.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DictRecord<'a> {
+    pub first_string_id: u32,
+    #[serde(borrow)]
+    pub strings: Vec<&'a str>,
+    pub first_shape_id: u32,
+    pub shapes: Vec<ShapeRecord>,
+}
+
+/// The rarely present strings of an event.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EventExtras<'a> {
+    #[serde(borrow)]
+    pub event_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub request_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub error_message: Option<&'a str>,
+}
+
+/// An event frame's payload.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord<'a> {
+    /// `ts_ms - SegmentHeader::created_ms`.
+    pub ts_delta_ms: i64,
+    pub shape: u32,
+    /// Local string id of the client key id.
+    pub key: u32,
+    /// `Tokens::to_array` order.
+    pub tokens: [u64; 6],
+    pub latency_ms: u32,
+    /// `ttft_ms + 1`, or 0 when there was no first token time.
+    pub ttft_ms_plus_one: u32,
+    #[serde(borrow)]
+    pub extras: Option<EventExtras<'a>>,
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+#[derive(Debug)]
+pub struct PayloadError(pub String);
+
+impl std::fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "payload does not decode: {}", self.0)
+    }
+}
+
+pub fn encode_payload<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    bincode::serde::encode_into_std_write(value, out, bincode_config())
+        .expect("writing to a Vec cannot fail");
+}
+
+pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, PayloadError> {
+    match bincode::serde::borrow_decode_from_slice::<T, _>(payload, bincode_config()) {
+        Ok((v, used)) if used == payload.len() => Ok(v),
+        Ok((_, used)) => Err(PayloadError(format!("{} trailing bytes", payload.len() - used))),
+        Err(e) => Err(PayloadError(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn golden_segment_header() {
+        let h = SegmentHeader { version: 1, salt: 0xA1B2C3D4, base_seq: 42, created_ms: 1_767_225_600_000 };
+        let b = h.encode();
+        assert_eq!(
+            hex(&b),
+            "544b42445345471a01004000d4c3b2a12a00000000000000\
+             00a8da769b01000000000000000000000000000000000000000000000000000000000000aa4f7a4d"
+        );
+        assert_eq!(SegmentHeader::decode(&b).unwrap(), h);
+    }
+
+    #[test]
+    fn header_rejects_damage() {
+        let h = SegmentHeader { version: 1, salt: 7, base_seq: 1, created_ms: 0 };
+        let mut b = h.encode();
+        b[20] ^= 1;
+        assert_eq!(SegmentHeader::decode(&b), Err(HeaderError::BadChecksum));
+        let mut b = h.encode();
+        b[0] = b'X';
+        assert_eq!(SegmentHeader::decode(&b), Err(HeaderError::BadMagic));
+        let mut future = h;
+        future.version = FORMAT_VERSION + 1;
+        assert_eq!(
+            SegmentHeader::decode(&future.encode()),
+            Err(HeaderError::UnsupportedVersion(FORMAT_VERSION + 1))
+        );
+        assert_eq!(SegmentHeader::decode(&b[..10]), Err(HeaderError::TooShort));
+    }
+
+    #[test]
+    fn golden_event_frame() {
+        let rec = EventRecord {
+            ts_delta_ms: 1500,
+            shape: 3,
+            key: 260,
+            tokens: [1200, 0, 0, 300, 0, 0],
+            latency_ms: 850,
+            ttft_ms_plus_one: 0,
+            extras: None,
+        };
+        let mut payload = Vec::new();
+        encode_payload(&rec, &mut payload);
+        assert_eq!(hex(&payload), "fbb80b03fb0401fbb0040000fb2c010000fb52030000");
+        let mut frame = Vec::new();
+        write_frame(&mut frame, 0x01020304, KIND_EVENT | KIND_FLAG_BATCH_END, 9, &payload);
+        assert_eq!(hex(&frame[..FRAME_HEADER_BYTES]), "1600810900000009c69d6a");
+        let (h, p) = check_frame(0x01020304, &frame).unwrap();
+        assert_eq!(h.seq_delta, 9);
+        assert!(h.is_batch_end());
+        let back: EventRecord = decode_payload(p).unwrap();
+        assert_eq!(back, rec);
+    }
+
+    #[test]
+    fn golden_dict_and_extras() {
+        let shape = ShapeRecord { dims: [1, 2, 3, 3, 4, 5, 0, 0, 0, 6], status: 429, flags: SHAPE_FLAG_STREAM | (2 << SHAPE_QUALITY_SHIFT) };
+        let dict = DictRecord { first_string_id: 1, strings: vec!["POST", "/v1/chat"], first_shape_id: 0, shapes: vec![shape] };
+        let mut payload = Vec::new();
+        encode_payload(&dict, &mut payload);
+        assert_eq!(hex(&payload), "010204504f5354082f76312f63686174000101020303040500000006fbad0112");
+        let back: DictRecord = decode_payload(&payload).unwrap();
+        assert_eq!(back, dict);
+
+        let rec = EventRecord {
+            ts_delta_ms: -5,
+            shape: 0,
+            key: 0,
+            tokens: [0; 6],
+            latency_ms: 0,
+            ttft_ms_plus_one: 101,
+            extras: Some(EventExtras { event_id: Some("e1"), request_id: None, error_message: Some("x") }),
+        };
+        let mut payload = Vec::new();
+        encode_payload(&rec, &mut payload);
+        assert_eq!(hex(&payload), "0900000000000000000065010102653100010178");
+    }
+
+    #[test]
+    fn frame_checks() {
+        let mut frame = Vec::new();
+        write_frame(&mut frame, 5, KIND_EVENT, 1, b"abc");
+        assert!(check_frame(5, &frame).is_ok());
+        assert_eq!(check_frame(6, &frame).unwrap_err(), FrameFault::ChecksumMismatch);
+        assert_eq!(check_frame(5, &frame[..frame.len() - 1]).unwrap_err(), FrameFault::Truncated);
+        for bit in 0..(frame.len() * 8) {
+            let mut f = frame.clone();
+            f[bit / 8] ^= 1 << (bit % 8);
+            assert!(check_frame(5, &f).is_err(), "bit {bit} flip validated");
+        }
+        assert!(decode_payload::<EventRecord>(b"\xff\xff").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Long-term daily rollups: what retention folds in before it deletes a segment, so monthly
+//! totals survive the raw log. Kept in `rollups.bin`, replaced atomically (write to a temporary
+//! file, fsync, rename, fsync the directory).
+//!
+//! Invariants:
+//! - `folded_through_seq` is the last sequence number whose event is counted here. The file is
+//!   written before the segment is deleted, so after a crash a segment whose events are all at or
+//!   below it is deleted at open instead of being counted twice.
+//! - Days are UTC days; rollups answer at UTC-day granularity only.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::{Dim, StoredEvent};
+use crate::interner::Interner;
+
+pub const ROLLUP_FILE: &str = "rollups.bin";
+const ROLLUP_MAGIC: [u8; 8] = *b"TKBDRLP\x1a";
+const ROLLUP_VERSION: u16 = 1;
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// What a rollup row is grouped by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RollupGroup {
+    All,
+    Model,
+    Key,
+    Provider,
+    Credential,
+    StatusClass,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupAgg {
+    pub calls: u64,
+    pub errors: u64,
+    pub tokens: [u64; 6],
+    pub latency_sum_ms: u64,
+}
+
+impl RollupAgg {
+    fn add(&mut self, ev: &StoredEvent) {
+        self.calls += 1;
+        self.errors += u64::from(!ev.success);
+        for (t, v) in self.tokens.iter_mut().zip(ev.tokens.to_array()) {
+            *t += v;
+        }
+        self.latency_sum_ms += ev.latency_ms as u64;
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollups {
+    pub folded_through_seq: u64,
+    /// (UTC day number since the epoch, group, name) → aggregate.
+    pub days: BTreeMap<(i64, RollupGroup, String), RollupAgg>,
+}
+
+impl Rollups {
+    pub fn fold(&mut self, ev: &StoredEvent, interner: &Interner) {
+        let day = ev.ts_ms.div_euclid(MS_PER_DAY);
+        let mut add = |group: RollupGroup, name: String| {
+            self.days.entry((day, group, name)).or_default().add(ev);
+        };
+        add(RollupGroup::All, String::new());
+        add(RollupGroup::Model, interner.resolve(ev.dim(Dim::Model)).to_string());
+        add(RollupGroup::Key, interner.resolve(ev.dim(Dim::Key)).to_string());
+        add(RollupGroup::Provider, interner.resolve(ev.dim(Dim::Provider)).to_string());
+        add(RollupGroup::Credential, interner.resolve(ev.dim(Dim::Credential)).to_string());
+        add(RollupGroup::StatusClass, ev.status_class().to_string());
+        self.folded_through_seq = self.folded_through_seq.max(ev.seq);
+    }
+
+    pub fn load(dir: &Path) -> Result<Rollups> {
+        let path = dir.join(ROLLUP_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Rollups::default()),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let bad = |reason: &str| Error::BadRollups { path: path.clone(), reason: reason.to_string() };
+        if bytes.len() < 22 || bytes[..8] != ROLLUP_MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if version != ROLLUP_VERSION {
+            return Err(bad(&format!("unsupported version {version}")));
+        }
+        let crc = u32::from_le_bytes(bytes[10..14].try_into().unwrap());
+        let len = u64::from_le_bytes(bytes[14..22].try_into().unwrap()) as usize;
+        let body = &bytes[22..];
+        if body.len() != len || crc32fast::hash(body) != crc {
+            return Err(bad("checksum mismatch"));
+        }
+        let (rollups, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(rollups)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(ROLLUP_FILE);
+        let tmp = dir.join("rollups.tmp");
+        let body = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("encoding to a vec cannot fail");
+        let mut out = Vec::with_capacity(body.len() + 22);
+        out.extend_from_slice(&ROLLUP_MAGIC);
+        out.extend_from_slice(&ROLLUP_VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(&out).map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+        sync_dir(dir)
+    }
+
+    /// Rows with a UTC day in `[from_day, to_day)`.
+    pub fn range(&self, from_day: i64, to_day: i64) -> impl Iterator<Item = (&(i64, RollupGroup, String), &RollupAgg)> {
+        self.days.iter().filter(move |((d, _, _), _)| *d >= from_day && *d < to_day)
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}

@@ -1,0 +1,676 @@
+//! One segment file: its header, its frames, its dictionary, its block and bitmap indexes, and the
+//! recovery scan that classifies what it finds.
+//!
+//! Invariants:
+//! - A segment is named `{base_seq:020}.seg`; it is preallocated with `fallocate` and read through a
+//!   read-only map of its whole length. Only bytes below `committed_len` are ever read, and a
+//!   mapped file is never truncated (torn bytes are overwritten with zeros instead).
+//! - Sequence deltas of event frames strictly increase within a segment; a dict frame carries the
+//!   delta of the event after it. Every event of a segment lies in `[base_seq, next base_seq)`.
+//! - `blocks[i]` covers the sequence deltas `[i * BLOCK_EVENTS, (i + 1) * BLOCK_EVENTS)`: the offset
+//!   of the first frame at or after that delta, and the time bounds of the events in it.
+//! - Recovery classifies per `shared/reference/storage.md`: zeros after the last valid frame are a
+//!   clean end; an invalid frame followed only by zeros (or the end) in the newest segment is a torn
+//!   tail and is cut, together with any trailing frames of a batch whose end marker never made it;
+//!   anything else is corruption, reported with its offset, and every valid frame after it is kept.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::event::{Dim, NewEvent, Quality, StoredEvent, Sym, Tokens};
+use crate::format::{
+    self, DictRecord, EventExtras, EventRecord, FrameFault, FrameHeader, SegmentHeader, ShapeRecord,
+    FRAME_HEADER_BYTES, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES, SHAPE_FLAG_STREAM,
+    SHAPE_FLAG_SUCCESS, SHAPE_FLAG_TS_CLAMPED, SHAPE_QUALITY_SHIFT,
+};
+use crate::index::SegmentIndex;
+use crate::interner::Interner;
+
+/// Events per block of the sparse offset index.
+pub const BLOCK_EVENTS: u32 = 64;
+/// The placeholder an event shows for a string whose dict frame was lost to corruption.
+pub const UNKNOWN_STRING: &str = "\u{fffd}";
+
+pub fn segment_file_name(base_seq: u64) -> String {
+    format!("{base_seq:020}.seg")
+}
+
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".seg")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// The attributes an event shares with many others, with global symbols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// The `Dim::Key` slot is always `Sym::EMPTY`: the key is carried per event.
+    pub dims: [Sym; Dim::COUNT],
+    pub status: u16,
+    pub flags: u8,
+}
+
+impl Shape {
+    pub fn of(dims: &[Sym; Dim::COUNT], ev: &NewEvent, ts_clamped: bool) -> Shape {
+        let mut dims = *dims;
+        dims[Dim::Key as usize] = Sym::EMPTY;
+        let mut flags = (ev.quality as u8) << SHAPE_QUALITY_SHIFT;
+        if ev.success {
+            flags |= SHAPE_FLAG_SUCCESS;
+        }
+        if ev.stream {
+            flags |= SHAPE_FLAG_STREAM;
+        }
+        if ts_clamped {
+            flags |= SHAPE_FLAG_TS_CLAMPED;
+        }
+        Shape { dims, status: ev.status, flags }
+    }
+}
+
+/// A segment's dictionary: local string and shape ids to global ones, and (while the segment is
+/// live) the reverse maps the writer uses.
+#[derive(Debug, Default)]
+pub struct SegmentDict {
+    pub strings: Vec<Sym>,
+    pub shapes: Vec<Shape>,
+    string_ids: FxHashMap<Sym, u32>,
+    shape_ids: FxHashMap<Shape, u32>,
+    pub unknown_references: u64,
+}
+
+/// What the writer must put in a dict frame before an event.
+#[derive(Default)]
+pub struct DictDelta {
+    pub first_string_id: u32,
+    pub strings: Vec<Sym>,
+    pub first_shape_id: u32,
+    pub shapes: Vec<ShapeRecord>,
+}
+
+impl DictDelta {
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty() && self.shapes.is_empty()
+    }
+}
+
+impl SegmentDict {
+    /// Builds the reverse maps so the writer can continue this segment.
+    pub fn enable_writing(&mut self) {
+        self.string_ids = self.strings.iter().enumerate().map(|(i, s)| (*s, i as u32)).collect();
+        self.shape_ids = self.shapes.iter().enumerate().map(|(i, s)| (*s, i as u32)).collect();
+    }
+
+    /// Drops the reverse maps when the segment is sealed.
+    pub fn seal(&mut self) {
+        self.string_ids = FxHashMap::default();
+        self.shape_ids = FxHashMap::default();
+        self.strings.shrink_to_fit();
+        self.shapes.shrink_to_fit();
+    }
+
+    fn local_string(&mut self, sym: Sym, delta: &mut DictDelta) -> u32 {
+        if let Some(&id) = self.string_ids.get(&sym) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        if delta.strings.is_empty() {
+            delta.first_string_id = id;
+        }
+        self.strings.push(sym);
+        self.string_ids.insert(sym, id);
+        delta.strings.push(sym);
+        id
+    }
+
+    /// Local ids for an event's shape and key, recording new definitions in `delta`.
+    pub fn local_ids(&mut self, shape: &Shape, key: Sym, delta: &mut DictDelta) -> (u32, u32) {
+        let key_id = self.local_string(key, delta);
+        if let Some(&id) = self.shape_ids.get(shape) {
+            return (id, key_id);
+        }
+        let mut dims = [0u32; Dim::COUNT];
+        for (i, sym) in shape.dims.iter().enumerate() {
+            dims[i] = self.local_string(*sym, delta);
+        }
+        let id = self.shapes.len() as u32;
+        if delta.shapes.is_empty() {
+            delta.first_shape_id = id;
+        }
+        self.shapes.push(*shape);
+        self.shape_ids.insert(*shape, id);
+        delta.shapes.push(ShapeRecord { dims, status: shape.status, flags: shape.flags });
+        (id, key_id)
+    }
+
+    /// Forgets definitions made after the dictionary held `n_strings` and `n_shapes`: they were
+    /// never written.
+    pub fn truncate(&mut self, n_strings: usize, n_shapes: usize) {
+        for s in self.shapes.drain(n_shapes.min(self.shapes.len())..) {
+            self.shape_ids.remove(&s);
+        }
+        for s in self.strings.drain(n_strings.min(self.strings.len())..) {
+            self.string_ids.remove(&s);
+        }
+    }
+
+    fn apply_record(&mut self, rec: &DictRecord<'_>, interner: &mut Interner) {
+        let first = rec.first_string_id as usize;
+        let unknown = interner.intern(UNKNOWN_STRING).unwrap_or(Sym::EMPTY);
+        if first >= self.strings.len() {
+            self.strings.resize(first, unknown);
+            for s in &rec.strings {
+                self.strings.push(interner.intern(s).unwrap_or(unknown));
+            }
+        }
+        let first_shape = rec.first_shape_id as usize;
+        if first_shape >= self.shapes.len() {
+            let placeholder = Shape { dims: [unknown; Dim::COUNT], status: 0, flags: 0 };
+            self.shapes.resize(first_shape, placeholder);
+            for sr in &rec.shapes {
+                let mut dims = [Sym::EMPTY; Dim::COUNT];
+                for (i, local) in sr.dims.iter().enumerate() {
+                    dims[i] = self.string_or_unknown(*local, unknown);
+                }
+                dims[Dim::Key as usize] = Sym::EMPTY;
+                self.shapes.push(Shape { dims, status: sr.status, flags: sr.flags });
+            }
+        }
+    }
+
+    fn string_or_unknown(&mut self, local: u32, unknown: Sym) -> Sym {
+        match self.strings.get(local as usize) {
+            Some(s) => *s,
+            None => {
+                self.unknown_references += 1;
+                unknown
+            }
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.strings.capacity() * 4
+            + self.shapes.capacity() * std::mem::size_of::<Shape>()
+            + self.string_ids.capacity() * 9
+            + self.shape_ids.capacity() * (std::mem::size_of::<Shape>() + 5)
+    }
+}
+
+/// Decodes an event payload with the segment's dictionary.
+pub fn decode_event(
+    header: &SegmentHeader,
+    dict: &SegmentDict,
+    seq_delta: u32,
+    payload: &[u8],
+) -> std::result::Result<StoredEvent, format::PayloadError> {
+    let rec: EventRecord = format::decode_payload(payload)?;
+    let shape = dict.shapes.get(rec.shape as usize).copied().unwrap_or(Shape {
+        dims: [Sym::EMPTY; Dim::COUNT],
+        status: 0,
+        flags: 0,
+    });
+    let mut dims = shape.dims;
+    dims[Dim::Key as usize] = dict.strings.get(rec.key as usize).copied().unwrap_or(Sym::EMPTY);
+    let extras = rec.extras.unwrap_or_default();
+    Ok(StoredEvent {
+        seq: header.base_seq + seq_delta as u64,
+        ts_ms: header.created_ms.saturating_add(rec.ts_delta_ms),
+        dims,
+        status: shape.status,
+        success: shape.flags & SHAPE_FLAG_SUCCESS != 0,
+        stream: shape.flags & SHAPE_FLAG_STREAM != 0,
+        ts_clamped: shape.flags & SHAPE_FLAG_TS_CLAMPED != 0,
+        quality: Quality::from_u8((shape.flags >> SHAPE_QUALITY_SHIFT) & 3).unwrap_or_default(),
+        tokens: Tokens::from_array(rec.tokens),
+        latency_ms: rec.latency_ms,
+        ttft_ms: rec.ttft_ms_plus_one.checked_sub(1),
+        event_id: extras.event_id.map(Box::from),
+        request_id: extras.request_id.map(Box::from),
+        error_message: extras.error_message.map(Box::from),
+    })
+}
+
+/// Encodes an event payload (the dict must already hold its shape and key).
+pub fn encode_event(
+    header: &SegmentHeader,
+    shape_id: u32,
+    key_id: u32,
+    ts_ms: i64,
+    ev: &NewEvent,
+    out: &mut Vec<u8>,
+) {
+    let extras = if ev.event_id.is_some() || ev.request_id.is_some() || ev.error_message.is_some() {
+        Some(EventExtras {
+            event_id: ev.event_id.as_deref(),
+            request_id: ev.request_id.as_deref(),
+            error_message: ev.error_message.as_deref(),
+        })
+    } else {
+        None
+    };
+    let rec = EventRecord {
+        ts_delta_ms: ts_ms - header.created_ms,
+        shape: shape_id,
+        key: key_id,
+        tokens: ev.tokens.to_array(),
+        latency_ms: ev.latency_ms,
+        ttft_ms_plus_one: ev.ttft_ms.map(|t| t.saturating_add(1)).unwrap_or(0),
+        extras,
+    };
+    format::encode_payload(&rec, out);
+}
+
+/// Encodes a dict delta as one or more dict payloads, each within the frame bound.
+pub fn encode_dict(delta: &DictDelta, interner: &Interner, out: &mut Vec<Vec<u8>>) {
+    // Strings first, in chunks; then shapes, in chunks. Each chunk stays far below the bound.
+    const CHUNK_BYTES: usize = 32 * 1024;
+    let mut i = 0;
+    while i < delta.strings.len() {
+        let mut bytes = 0;
+        let mut strings = Vec::new();
+        while i < delta.strings.len() && bytes < CHUNK_BYTES {
+            let s = interner.resolve(delta.strings[i]);
+            bytes += s.len() + 3;
+            strings.push(s);
+            i += 1;
+        }
+        let first = delta.first_string_id + (i - strings.len()) as u32;
+        let rec = DictRecord { first_string_id: first, strings, first_shape_id: u32::MAX, shapes: Vec::new() };
+        let mut p = Vec::new();
+        format::encode_payload(&rec, &mut p);
+        out.push(p);
+    }
+    for (n, chunk) in delta.shapes.chunks(512).enumerate() {
+        let rec = DictRecord {
+            first_string_id: u32::MAX,
+            strings: Vec::new(),
+            first_shape_id: delta.first_shape_id + (n * 512) as u32,
+            shapes: chunk.to_vec(),
+        };
+        let mut p = Vec::new();
+        format::encode_payload(&rec, &mut p);
+        out.push(p);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Block {
+    pub offset: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+/// What recovery found in one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanIssue {
+    /// Invalid bytes followed by valid frames (or anywhere in a sealed segment): reported, skipped.
+    Corruption { offset: u64, reason: String, skipped_bytes: u64 },
+    /// Invalid or unfinished bytes at the end of the newest segment: cut.
+    TornTail { offset: u64, cut_bytes: u64 },
+    /// Dict entries lost to corruption left some events with unknown strings.
+    UnknownStrings { references: u64 },
+}
+
+pub struct Segment {
+    pub path: PathBuf,
+    pub header: SegmentHeader,
+    pub map: Arc<Mmap>,
+    pub file_len: u64,
+    pub committed_len: u64,
+    pub n_events: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub blocks: Vec<Block>,
+    pub dict: SegmentDict,
+    pub index: SegmentIndex,
+    pub sealed: bool,
+    /// Wall-clock time the segment stopped taking appends (the next segment's creation time).
+    pub sealed_at_ms: Option<i64>,
+    /// Token total, for cheap retention decisions and reports.
+    pub bytes_used: u64,
+}
+
+impl Segment {
+    pub fn new_mapped(path: PathBuf, header: SegmentHeader, file: &File) -> Result<Segment> {
+        let file_len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+        // SAFETY: the file is only ever extended, never truncated, while this map lives, and the
+        // engine reads only below `committed_len`, which holds bytes it validated or wrote.
+        let map = unsafe { memmap2::MmapOptions::new().map(file) }.map_err(|e| Error::io("mmap", &path, e))?;
+        Ok(Segment {
+            path,
+            header,
+            map: Arc::new(map),
+            file_len,
+            committed_len: SEGMENT_HEADER_BYTES as u64,
+            n_events: 0,
+            first_seq: None,
+            last_seq: None,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            blocks: Vec::new(),
+            dict: SegmentDict::default(),
+            index: SegmentIndex::default(),
+            sealed: false,
+            sealed_at_ms: None,
+            bytes_used: SEGMENT_HEADER_BYTES as u64,
+        })
+    }
+
+    pub fn base_seq(&self) -> u64 {
+        self.header.base_seq
+    }
+
+    /// Records an event that now lies at `offset` in the blocks, bounds and bitmaps.
+    pub fn note_event(&mut self, offset: u64, ev: &StoredEvent) {
+        let seq_delta = (ev.seq - self.header.base_seq) as u32;
+        let b = (seq_delta / BLOCK_EVENTS) as usize;
+        while self.blocks.len() <= b {
+            self.blocks.push(Block { offset: offset as u32, min_ts: i64::MAX, max_ts: i64::MIN });
+        }
+        let block = &mut self.blocks[b];
+        block.min_ts = block.min_ts.min(ev.ts_ms);
+        block.max_ts = block.max_ts.max(ev.ts_ms);
+        self.min_ts = self.min_ts.min(ev.ts_ms);
+        self.max_ts = self.max_ts.max(ev.ts_ms);
+        self.n_events += 1;
+        self.first_seq.get_or_insert(ev.seq);
+        self.last_seq = Some(ev.seq);
+        self.index.add(seq_delta, b as u32, ev);
+    }
+
+    /// The committed bytes of the segment.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[..self.committed_len as usize]
+    }
+
+    /// Calls `f` for each event of block `b` in sequence order; stops early when `f` returns false.
+    pub fn for_each_in_block(&self, b: usize, f: &mut dyn FnMut(StoredEvent) -> bool) -> bool {
+        let Some(block) = self.blocks.get(b) else { return true };
+        let lo = b as u32 * BLOCK_EVENTS;
+        let hi = lo + BLOCK_EVENTS;
+        let bytes = self.bytes();
+        let mut pos = block.offset as usize;
+        while pos + FRAME_HEADER_BYTES <= bytes.len() {
+            let Ok((h, payload)) = format::check_frame(self.header.salt, &bytes[pos..]) else {
+                // A corrupt region reported at open: the block index never points into it, but a
+                // block may end at one; the frames after it belong to later blocks.
+                return true;
+            };
+            pos += h.frame_bytes();
+            if h.kind_type() != KIND_EVENT {
+                continue;
+            }
+            if h.seq_delta < lo {
+                continue;
+            }
+            if h.seq_delta >= hi {
+                return true;
+            }
+            if let Ok(ev) = decode_event(&self.header, &self.dict, h.seq_delta, payload) {
+                if !f(ev) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Calls `f` for every event of the segment in sequence order.
+    pub fn for_each(&self, f: &mut dyn FnMut(StoredEvent) -> bool) {
+        for b in 0..self.blocks.len() {
+            if !self.for_each_in_block(b, f) {
+                return;
+            }
+        }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<StoredEvent> {
+        if seq < self.header.base_seq {
+            return None;
+        }
+        let delta = seq - self.header.base_seq;
+        let b = (delta / BLOCK_EVENTS as u64) as usize;
+        let mut found = None;
+        self.for_each_in_block(b, &mut |ev| {
+            if ev.seq == seq {
+                found = Some(ev);
+                return false;
+            }
+            ev.seq < seq
+        });
+        found
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Block>() + self.dict.heap_bytes() + self.index.heap_bytes()
+    }
+}
+
+/// Bounds a scan checks sequence numbers against.
+pub struct ScanBounds {
+    /// Event sequence numbers must be greater than this.
+    pub seq_floor: u64,
+    /// ...and less than this.
+    pub seq_ceiling: u64,
+    pub newest: bool,
+    /// Bytes beyond this offset are known to be zeros (holes), so the scan need not read them.
+    pub data_len: u64,
+}
+
+pub struct ScanOutcome {
+    pub issues: Vec<ScanIssue>,
+    /// Where torn bytes start, when the tail must be cut, and where the last non-zero byte ends.
+    pub cut: Option<(u64, u64)>,
+    pub sealed_by_frame: bool,
+}
+
+/// Scans the frames of a mapped segment, filling its dictionary and calling `on_event` for each
+/// event kept, in order. Sets `committed_len`.
+pub fn scan(
+    seg: &mut Segment,
+    bounds: &ScanBounds,
+    interner: &mut Interner,
+    on_event: &mut dyn FnMut(&mut Segment, u64, StoredEvent),
+) -> ScanOutcome {
+    let map = seg.map.clone();
+    let data: &[u8] = &map[..seg.file_len.min(map.len() as u64).min(bounds.data_len.max(SEGMENT_HEADER_BYTES as u64)) as usize];
+    let salt = seg.header.salt;
+    let base = seg.header.base_seq;
+    let mut issues = Vec::new();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut last_event_delta: Option<u32> = bounds.seq_floor.checked_sub(base).and_then(|d| u32::try_from(d).ok());
+    if bounds.seq_floor < base {
+        last_event_delta = None;
+    }
+    let ceiling_delta = bounds.seq_ceiling.saturating_sub(base).min(u32::MAX as u64 + 1);
+    // Frames of the batch being read, not yet known to be complete: (offset, header).
+    let mut pending: Vec<(usize, FrameHeader)> = Vec::new();
+    let mut kept_end = SEGMENT_HEADER_BYTES;
+    let mut cut = None;
+
+    let plausible = |h: &FrameHeader, last: Option<u32>| -> bool {
+        let min = match (h.kind_type(), last) {
+            (_, None) => 0,
+            (KIND_EVENT, Some(l)) => l as u64 + 1,
+            (_, Some(l)) => l as u64 + 1,
+        };
+        (h.seq_delta as u64) >= min && (h.seq_delta as u64) < ceiling_delta
+    };
+
+    let flush = |seg: &mut Segment, pending: &mut Vec<(usize, FrameHeader)>, interner: &mut Interner, on_event: &mut dyn FnMut(&mut Segment, u64, StoredEvent), kept_end: &mut usize| {
+        for (off, h) in pending.drain(..) {
+            let payload = &data[off + FRAME_HEADER_BYTES..off + h.frame_bytes()];
+            match h.kind_type() {
+                KIND_DICT => {
+                    if let Ok(rec) = format::decode_payload::<DictRecord>(payload) {
+                        seg.dict.apply_record(&rec, interner);
+                    }
+                }
+                _ => {
+                    if let Ok(ev) = decode_event(&seg.header, &seg.dict, h.seq_delta, payload) {
+                        on_event(seg, off as u64, ev);
+                    }
+                }
+            }
+            *kept_end = off + h.frame_bytes();
+        }
+    };
+
+    loop {
+        let remaining = data.len().saturating_sub(pos);
+        let fault: FrameFault;
+        if remaining == 0 {
+            break;
+        }
+        if remaining >= FRAME_HEADER_BYTES && FrameHeader::is_zero(&data[pos..]) {
+            if all_zero(&data[pos..]) {
+                break;
+            }
+            fault = FrameFault::UnknownKind(0);
+        } else if remaining < FRAME_HEADER_BYTES && all_zero(&data[pos..]) {
+            break;
+        } else {
+            match format::check_frame(salt, &data[pos..]) {
+                Ok((h, _)) if plausible(&h, last_event_delta) => {
+                    pending.push((pos, h));
+                    if h.kind_type() == KIND_EVENT {
+                        last_event_delta = Some(h.seq_delta);
+                    }
+                    pos += h.frame_bytes();
+                    if h.is_batch_end() {
+                        flush(seg, &mut pending, interner, on_event, &mut kept_end);
+                    }
+                    continue;
+                }
+                Ok(_) => fault = FrameFault::ChecksumMismatch,
+                Err(f) => fault = f,
+            }
+        }
+        let reason = match fault {
+            FrameFault::UnknownKind(0) => "zeros followed by data".to_string(),
+            FrameFault::ChecksumMismatch if format::check_frame(salt, &data[pos..]).is_ok() => {
+                "sequence number out of order".to_string()
+            }
+            f => f.to_string(),
+        };
+        // Look for the next frame that validates.
+        match resync(data, pos + 1, salt, &|h| plausible(h, last_event_delta)) {
+            Some(next) => {
+                // Records before the damage were written and maybe acknowledged: keep them.
+                flush(seg, &mut pending, interner, on_event, &mut kept_end);
+                issues.push(ScanIssue::Corruption { offset: pos as u64, reason, skipped_bytes: (next - pos) as u64 });
+                pos = next;
+            }
+            None => {
+                let end = last_non_zero(data, pos);
+                if bounds.newest {
+                    let from = pending.first().map(|p| p.0).unwrap_or(pos);
+                    pending.clear();
+                    issues.push(ScanIssue::TornTail { offset: from as u64, cut_bytes: (end - from) as u64 });
+                    cut = Some((from as u64, end as u64));
+                } else {
+                    flush(seg, &mut pending, interner, on_event, &mut kept_end);
+                    issues.push(ScanIssue::Corruption { offset: pos as u64, reason, skipped_bytes: (end - pos) as u64 });
+                }
+                pos = data.len();
+                break;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        if bounds.newest {
+            // The last batch never got its end marker: it was not acknowledged.
+            let from = pending[0].0;
+            let end = last_non_zero(data, from);
+            pending.clear();
+            issues.push(ScanIssue::TornTail { offset: from as u64, cut_bytes: (end - from) as u64 });
+            cut = Some((from as u64, end as u64));
+        } else {
+            flush(seg, &mut pending, interner, on_event, &mut kept_end);
+        }
+    }
+    let _ = pos;
+    if seg.dict.unknown_references > 0 {
+        issues.push(ScanIssue::UnknownStrings { references: seg.dict.unknown_references });
+    }
+    seg.committed_len = kept_end as u64;
+    seg.bytes_used = kept_end as u64;
+    ScanOutcome { issues, cut, sealed_by_frame: false }
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    let (prefix, words, suffix) = unsafe { b.align_to::<u64>() };
+    prefix.iter().all(|&x| x == 0) && words.iter().all(|&x| x == 0) && suffix.iter().all(|&x| x == 0)
+}
+
+/// The end of the last non-zero byte at or after `from` (or `from` when all are zero).
+fn last_non_zero(b: &[u8], from: usize) -> usize {
+    b[from..].iter().rposition(|&x| x != 0).map(|p| from + p + 1).unwrap_or(from)
+}
+
+/// The offset of the next valid, plausible frame at or after `from`.
+fn resync(data: &[u8], from: usize, salt: u32, plausible: &dyn Fn(&FrameHeader) -> bool) -> Option<usize> {
+    let mut p = from;
+    while p + FRAME_HEADER_BYTES <= data.len() {
+        let t = data[p + 2] & !format::KIND_FLAG_BATCH_END;
+        if t == KIND_EVENT || t == KIND_DICT {
+            let h = FrameHeader::read(&data[p..]);
+            if p + h.frame_bytes() <= data.len() && plausible(&h) && format::check_frame(salt, &data[p..]).is_ok() {
+                return Some(p);
+            }
+        }
+        p += 1;
+    }
+    None
+}
+
+/// The end of the last data extent of `file` (holes and unwritten extents read as zeros), or its
+/// length when the file system cannot tell.
+pub fn data_end(file: &File, len: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut end = 0u64;
+    let mut off = 0i64;
+    loop {
+        // SAFETY: plain lseek on a file descriptor we own.
+        let d = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if d < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                return end;
+            }
+            return len;
+        }
+        let h = unsafe { libc::lseek(fd, d, libc::SEEK_HOLE) };
+        if h < 0 {
+            return len;
+        }
+        end = h as u64;
+        if end >= len {
+            return len;
+        }
+        off = h;
+    }
+}
+
+/// Overwrites `[from, to)` with zeros and syncs: how a torn tail is cut without truncating a file
+/// that may be mapped.
+pub fn zero_range(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+    let zeros = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(zeros.len());
+        file.write_all_at(&zeros[..n], at).map_err(|e| Error::io("write", path, e))?;
+        at += n as u64;
+    }
+    file.sync_data().map_err(|e| Error::io("fdatasync", path, e))
+}
