@@ -354,16 +354,31 @@ impl Engine {
                 Err(e) => Err(e.to_string()),
             };
             let header = match header {
-                Ok(h) if h.base_seq == base => h,
-                Ok(_) => {
-                    report.issues.push(RecoveryIssue { segment: path, kind: RecoveryIssueKind::BadHeader { reason: "base sequence number does not match the file name".into() } });
-                    continue;
-                }
+                Ok(h) if h.base_seq == base => Ok(h),
+                Ok(_) => Err("base sequence number does not match the file name".to_string()),
+                Err(reason) => Err(reason),
+            };
+            let header = match header {
+                Ok(h) => h,
                 Err(reason) => {
-                    report.issues.push(RecoveryIssue { segment: path, kind: RecoveryIssueKind::BadHeader { reason } });
+                    // Keep the file for inspection, out of the way of the log.
+                    drop(file);
+                    let aside = path.with_extension("seg.corrupt");
+                    fs::rename(&path, &aside).map_err(|e| Error::io("rename", &path, e))?;
+                    report.issues.push(RecoveryIssue { segment: aside, kind: RecoveryIssueKind::BadHeader { reason } });
                     continue;
                 }
             };
+            if newest {
+                // A shortened newest segment is preallocated again so appends can continue it.
+                let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+                if len < opts.segment_bytes_max {
+                    // SAFETY: fallocate on a descriptor we own; failure leaves the file as it was.
+                    unsafe {
+                        libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, opts.segment_bytes_max as libc::off_t);
+                    }
+                }
+            }
             let mut seg = Segment::new_mapped(path.clone(), header, &file)?;
             let bounds = ScanBounds {
                 seq_floor: last_seq,
@@ -383,7 +398,7 @@ impl Engine {
                 }
             });
             if let Some(first) = seg.first_seq {
-                if first > last_seq + 1 && !(loaded.is_empty() && last_seq == 0 && first == base && base == 1) {
+                if first > last_seq + 1 {
                     report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
                 }
             }
@@ -548,7 +563,8 @@ impl Engine {
             n_shapes = st.live.dict.shapes.len();
             stored.clear();
             self.encode_batch(st, events, &dims_of, &keep, now, &mut stored);
-            let fits = st.live.committed_len + st.buf.len() as u64 <= opts.segment_bytes_max;
+            let capacity = st.live.file_len.min(opts.segment_bytes_max.max(st.live.committed_len));
+            let fits = st.live.committed_len + st.buf.len() as u64 <= capacity;
             if fits {
                 break;
             }

@@ -163,16 +163,18 @@ impl SegmentDict {
     }
 
     fn apply_record(&mut self, rec: &DictRecord<'_>, interner: &mut Interner) {
+        // Ids far beyond what the segment holds can only come from a forged frame.
+        const ID_JUMP_MAX: usize = 1 << 20;
         let first = rec.first_string_id as usize;
         let unknown = interner.intern(UNKNOWN_STRING).unwrap_or(Sym::EMPTY);
-        if first >= self.strings.len() {
+        if !rec.strings.is_empty() && first >= self.strings.len() && first - self.strings.len() <= ID_JUMP_MAX {
             self.strings.resize(first, unknown);
             for s in &rec.strings {
                 self.strings.push(interner.intern(s).unwrap_or(unknown));
             }
         }
         let first_shape = rec.first_shape_id as usize;
-        if first_shape >= self.shapes.len() {
+        if !rec.shapes.is_empty() && first_shape >= self.shapes.len() && first_shape - self.shapes.len() <= ID_JUMP_MAX {
             let placeholder = Shape { dims: [unknown; Dim::COUNT], status: 0, flags: 0 };
             self.shapes.resize(first_shape, placeholder);
             for sr in &rec.shapes {
@@ -336,8 +338,10 @@ pub struct Segment {
     pub sealed: bool,
     /// Wall-clock time the segment stopped taking appends (the next segment's creation time).
     pub sealed_at_ms: Option<i64>,
-    /// Token total, for cheap retention decisions and reports.
+    /// Bytes in use: the header and the committed frames.
     pub bytes_used: u64,
+    /// Corrupt regions found at open, `(start, end)`: readers jump over them.
+    pub skips: Vec<(u64, u64)>,
 }
 
 impl Segment {
@@ -363,6 +367,7 @@ impl Segment {
             sealed: false,
             sealed_at_ms: None,
             bytes_used: SEGMENT_HEADER_BYTES as u64,
+            skips: Vec::new(),
         })
     }
 
@@ -402,9 +407,15 @@ impl Segment {
         let mut pos = block.offset as usize;
         while pos + FRAME_HEADER_BYTES <= bytes.len() {
             let Ok((h, payload)) = format::check_frame(self.header.salt, &bytes[pos..]) else {
-                // A corrupt region reported at open: the block index never points into it, but a
-                // block may end at one; the frames after it belong to later blocks.
-                return true;
+                // A corrupt region reported at open: jump over it. Anything else (bit rot since
+                // open) ends the block.
+                match self.skips.iter().find(|(from, _)| *from == pos as u64) {
+                    Some((_, to)) => {
+                        pos = *to as usize;
+                        continue;
+                    }
+                    None => return true,
+                }
             };
             pos += h.frame_bytes();
             if h.kind_type() != KIND_EVENT {
@@ -569,6 +580,7 @@ pub fn scan(
                 // Records before the damage were written and maybe acknowledged: keep them.
                 flush(seg, &mut pending, interner, on_event, &mut kept_end);
                 issues.push(ScanIssue::Corruption { offset: pos as u64, reason, skipped_bytes: (next - pos) as u64 });
+                seg.skips.push((pos as u64, next as u64));
                 pos = next;
             }
             None => {

@@ -1,0 +1,1 @@
+#[path = "views/histogram.rs"] mod histogram; pub use histogram::X;

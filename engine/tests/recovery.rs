@@ -1,0 +1,649 @@
+//! The storage failure cases of `shared/reference/storage.md`, each built from what would be on
+//! disk after the failure, then reopened.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use common::*;
+use tokenboard_engine::format::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use tokenboard_engine::{
+    Durability, Engine, Error, IoFaults, LogFilter, NewEvent, RecoveryIssueKind, Retention, ScanIssue,
+};
+
+fn open(dir: &std::path::Path, clock: &TestClock) -> (Engine, tokenboard_engine::RecoveryReport) {
+    Engine::open(options(dir, clock)).unwrap()
+}
+
+fn torn_tails(report: &tokenboard_engine::RecoveryReport) -> usize {
+    report.issues.iter().filter(|i| matches!(i.kind, RecoveryIssueKind::Scan(ScanIssue::TornTail { .. }))).count()
+}
+
+fn corruptions(report: &tokenboard_engine::RecoveryReport) -> Vec<(u64, String)> {
+    report
+        .issues
+        .iter()
+        .filter_map(|i| match &i.kind {
+            RecoveryIssueKind::Scan(ScanIssue::Corruption { offset, reason, .. }) => Some((*offset, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+fn read_at(path: &std::path::Path, offset: u64, len: usize) -> Vec<u8> {
+    let f = OpenOptions::new().read(true).open(path).unwrap();
+    let mut b = vec![0; len];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b
+}
+
+#[test]
+fn clean_reopen_keeps_everything_and_reports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(1, 500, T0 - 3_600_000, 1000);
+    {
+        let (e, report) = open(dir.path(), &clock);
+        assert_eq!(report.events, 0);
+        for chunk in sent.chunks(37) {
+            e.append(chunk).unwrap();
+        }
+        e.close().unwrap();
+    }
+    let (e, report) = open(dir.path(), &clock);
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    assert!(report.clean_shutdown);
+    assert_eq!(report.events, 500);
+    let stored = all_events(&e);
+    assert_eq!(stored.len(), 500);
+    for (i, (s, n)) in stored.iter().zip(&sent).enumerate() {
+        assert_eq!(s.seq, i as u64 + 1);
+        assert!(same_event(&e, s, n), "event {i} differs: {s:?} vs {n:?}");
+    }
+}
+
+/// Case 1: cut the newest segment at every byte of its last frames, both as a zeroed tail (a
+/// preallocated file) and as a shorter file. Recovery keeps exactly the batches that were whole,
+/// cuts the rest, and appends resume.
+#[test]
+fn torn_tail_at_every_byte_of_the_last_frames() {
+    let src = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(2, 40, T0, 10);
+    // Batches of 1, 1, 3, 5 events at the end, so cuts fall inside multi-frame batches too.
+    let batches: Vec<&[NewEvent]> = vec![&sent[..30], &sent[30..31], &sent[31..32], &sent[32..35], &sent[35..40]];
+    {
+        let (e, _) = open(src.path(), &clock);
+        for b in &batches {
+            e.append(b).unwrap();
+        }
+        e.sync().unwrap();
+    }
+    let seg = segment_files(src.path()).pop().unwrap();
+    let frames = frames(&seg);
+    let end = frames.last().map(|(o, h)| o + h.frame_bytes()).unwrap();
+    // Where each batch ends, and how many events lie before that.
+    let mut batch_ends = vec![(SEGMENT_HEADER_BYTES, 0usize)];
+    let mut n = 0;
+    for (o, h) in &frames {
+        if h.kind_type() == tokenboard_engine::format::KIND_EVENT {
+            n += 1;
+        }
+        if h.is_batch_end() {
+            batch_ends.push((o + h.frame_bytes(), n));
+        }
+    }
+    assert_eq!(batch_ends.last().unwrap().1, 40);
+    let first_cut = batch_ends[batch_ends.len() - 4].0;
+    let original = std::fs::read(&seg).unwrap();
+    for cut in first_cut..end {
+        for shorten in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(src.path(), dir.path());
+            let path = dir.path().join(seg.file_name().unwrap());
+            if shorten {
+                OpenOptions::new().write(true).open(&path).unwrap().set_len(cut as u64).unwrap();
+            } else {
+                write_at(&path, cut as u64, &vec![0u8; end - cut]);
+            }
+            // Cutting bytes that were zero leaves a frame whole: the file is preallocated again with zeros.
+            let intact = |e: usize| e <= cut || (original[cut..e].iter().all(|b| *b == 0));
+            let expect = batch_ends.iter().filter(|(e, _)| intact(*e)).map(|(_, n)| *n).max().unwrap();
+            let (e, report) = open(dir.path(), &clock);
+            assert_eq!(report.events as usize, expect, "cut at {cut} (shorten {shorten}) {batch_ends:?} {:?}", report.issues);
+            assert!(corruptions(&report).is_empty(), "cut at {cut}: {:?}", report.issues);
+            // Torn when non-zero bytes remain between the last whole batch and the cut.
+            let last_whole = batch_ends.iter().filter(|(e, _)| intact(*e)).map(|(e, _)| *e).max().unwrap();
+            let torn = last_whole < cut && original[last_whole..cut].iter().any(|b| *b != 0);
+            assert_eq!(torn_tails(&report), usize::from(torn), "cut at {cut}: {:?}", report.issues);
+            // Appends resume after the cut, and survive another reopen.
+            let more = events(99, 3, T0 + 1_000_000, 1);
+            let out = e.append(&more).unwrap();
+            assert_eq!(out.last_seq, expect as u64 + 3);
+            e.close().unwrap();
+            drop(e);
+            let (e, report) = open(dir.path(), &clock);
+            assert!(report.issues.is_empty(), "after resume, cut at {cut}: {:?}", report.issues);
+            let all = all_events(&e);
+            assert_eq!(all.len(), expect + 3);
+            assert!(same_event(&e, &all[expect], &more[0]));
+        }
+    }
+}
+
+/// Case 2: a bit flip in the length, the CRC and the payload of a middle record: that record is
+/// reported, every later one is kept, and nothing huge is allocated.
+#[test]
+fn bit_flips_in_a_middle_record_are_reported_and_skipped() {
+    let src = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(3, 100, T0, 10);
+    {
+        let (e, _) = open(src.path(), &clock);
+        for ev in &sent {
+            e.append(std::slice::from_ref(ev)).unwrap();
+        }
+        e.sync().unwrap();
+    }
+    let seg = segment_files(src.path()).pop().unwrap();
+    let frames = frames(&seg);
+    // The 50th event frame.
+    let (victim, vh) = frames.iter().filter(|(_, h)| h.kind_type() == 1).nth(49).copied().unwrap();
+    let targets = [
+        ("length", victim, 0x80u8),
+        ("length high byte", victim + 1, 0xff),
+        ("crc", victim + 8, 0x01),
+        ("payload", victim + FRAME_HEADER_BYTES + vh.payload_len as usize / 2, 0x10),
+    ];
+    for (what, at, mask) in targets {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), dir.path());
+        let path = dir.path().join(seg.file_name().unwrap());
+        let mut b = read_at(&path, at as u64, 1);
+        b[0] ^= mask;
+        write_at(&path, at as u64, &b);
+        let (e, report) = open(dir.path(), &clock);
+        let c = corruptions(&report);
+        assert_eq!(c.len(), 1, "{what}: {:?}", report.issues);
+        assert_eq!(c[0].0, victim as u64, "{what}");
+        assert_eq!(torn_tails(&report), 0, "{what}");
+        let all = all_events(&e);
+        assert_eq!(all.len(), 99, "{what}: {:?}", report.issues);
+        assert!(all.iter().all(|ev| ev.seq != 50), "{what}: the damaged record validated");
+        assert!(same_event(&e, all.last().unwrap(), &sent[99]));
+        assert!(same_event(&e, &all[49], &sent[50]));
+        // The gap shows as a sequence number, never as a silent renumbering.
+        assert_eq!(all[49].seq, 51);
+        assert!(e.status().heap_bytes < 64 << 20);
+    }
+}
+
+/// Case 3: a corrupt frame followed by valid frames in the newest segment is corruption, not a torn
+/// tail; and case 4: a zero page followed by data.
+#[test]
+fn damage_followed_by_valid_frames_is_corruption_not_a_torn_tail() {
+    let src = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(4, 20, T0, 10);
+    {
+        let (e, _) = open(src.path(), &clock);
+        for ev in &sent {
+            e.append(std::slice::from_ref(ev)).unwrap();
+        }
+        e.sync().unwrap();
+    }
+    let seg = segment_files(src.path()).pop().unwrap();
+    let frames = frames(&seg);
+    let events_only: Vec<_> = frames.iter().filter(|(_, h)| h.kind_type() == 1).copied().collect();
+    // Zero out the 10th and 11th event frames: a zero gap followed by data.
+    let (start, _) = events_only[9];
+    let (last, lh) = events_only[10];
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(src.path(), dir.path());
+    let path = dir.path().join(seg.file_name().unwrap());
+    write_at(&path, start as u64, &vec![0u8; last + lh.frame_bytes() - start]);
+    let (e, report) = open(dir.path(), &clock);
+    let c = corruptions(&report);
+    assert_eq!(c.len(), 1, "{:?}", report.issues);
+    assert_eq!(c[0], (start as u64, "zeros followed by data".to_string()));
+    assert_eq!(torn_tails(&report), 0);
+    assert_eq!(all_events(&e).len(), 18);
+    // The engine still appends after the kept frames.
+    drop(e);
+
+    // Garbage (not zeros) in the middle of the newest segment.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(src.path(), dir.path());
+    let path = dir.path().join(seg.file_name().unwrap());
+    write_at(&path, start as u64 + 3, b"\xde\xad\xbe\xef\xde\xad\xbe\xef");
+    let (e, report) = open(dir.path(), &clock);
+    assert_eq!(corruptions(&report).len(), 1, "{:?}", report.issues);
+    assert_eq!(torn_tails(&report), 0);
+    assert_eq!(all_events(&e).len(), 19);
+    let out = e.append(&events(5, 1, T0, 1)).unwrap();
+    assert_eq!(out.last_seq, 21);
+}
+
+/// Case 4: the normal zero-filled preallocated tail is a clean end.
+#[test]
+fn zero_filled_preallocated_tail_is_a_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    {
+        let (e, _) = open(dir.path(), &clock);
+        e.append(&events(6, 10, T0, 1)).unwrap();
+        e.sync().unwrap();
+        // No close: as after a crash with the data on disk.
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 1 << 20, "the segment is preallocated");
+    let (e, report) = open(dir.path(), &clock);
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    assert!(!report.clean_shutdown);
+    assert_eq!(all_events(&e).len(), 10);
+}
+
+fn small_segments(dir: &std::path::Path, clock: &TestClock) -> tokenboard_engine::EngineOptions {
+    let mut o = options(dir, clock);
+    o.segment_bytes_max = 64 * 1024;
+    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    o
+}
+
+/// Case 5: a missing segment is reported as a gap; the rest is served.
+#[test]
+fn missing_segment_is_reported_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(7, 6000, T0, 100);
+    {
+        let (e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+        for c in sent.chunks(100) {
+            e.append(c).unwrap();
+        }
+        e.close().unwrap();
+    }
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 4, "expected several segments, got {}", segs.len());
+    let victim = &segs[1];
+    let victim_base: u64 = victim.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let next_base: u64 = segs[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    std::fs::remove_file(victim).unwrap();
+    let (e, report) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+    let gaps: Vec<_> = report
+        .issues
+        .iter()
+        .filter_map(|i| match i.kind {
+            RecoveryIssueKind::SequenceGap { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, vec![(victim_base, next_base - 1)]);
+    let all = all_events(&e);
+    assert_eq!(all.len() as u64, 6000 - (next_base - victim_base));
+    assert!(same_event(&e, all.last().unwrap(), sent.last().unwrap()));
+    // Logs page across the gap.
+    let page = e.logs(&LogFilter::default(), Some(next_base + 1), 10);
+    assert_eq!(page.events[0].seq, next_base);
+    assert_eq!(page.events[1].seq, victim_base - 1);
+}
+
+/// Case 6: stale bytes from another file never validate, and a renamed file is refused.
+#[test]
+fn stale_bytes_never_validate() {
+    let clock = TestClock::new(T0);
+    let a = tempfile::tempdir().unwrap();
+    {
+        let (e, _) = open(a.path(), &clock);
+        e.append(&events(8, 50, T0, 1)).unwrap();
+        e.sync().unwrap();
+    }
+    let b = tempfile::tempdir().unwrap();
+    {
+        let (e, _) = open(b.path(), &clock);
+        e.append(&events(9, 10, T0, 1)).unwrap();
+        e.sync().unwrap();
+    }
+    // Splice a's frames after b's last frame: the same sequence range, another salt.
+    let seg_a = segment_files(a.path()).pop().unwrap();
+    let seg_b = segment_files(b.path()).pop().unwrap();
+    let fa = frames(&seg_a);
+    let fb = frames(&seg_b);
+    let b_end = fb.last().map(|(o, h)| o + h.frame_bytes()).unwrap();
+    let a_end = fa.last().map(|(o, h)| o + h.frame_bytes()).unwrap();
+    let stale = read_at(&seg_a, b_end as u64, a_end - b_end);
+    write_at(&seg_b, b_end as u64, &stale);
+    let (e, report) = open(b.path(), &clock);
+    assert_eq!(all_events(&e).len(), 10, "{:?}", report.issues);
+    assert_eq!(torn_tails(&report), 1, "stale bytes at the tail are cut: {:?}", report.issues);
+    drop(e);
+
+    // A segment file renamed to another base: its header says otherwise.
+    let c = tempfile::tempdir().unwrap();
+    std::fs::copy(&seg_a, c.path().join("00000000000000000100.seg")).unwrap();
+    let (e, report) = open(c.path(), &clock);
+    assert!(report.issues.iter().any(|i| matches!(i.kind, RecoveryIssueKind::BadHeader { .. })), "{:?}", report.issues);
+    assert_eq!(all_events(&e).len(), 0);
+    assert!(c.path().join("00000000000000000100.seg.corrupt").exists(), "the unreadable file is kept aside");
+}
+
+/// Case 7: disk full gives a clean error, reads keep working, writes resume when space frees.
+#[test]
+fn disk_full_is_a_clean_error_and_appends_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let faults = std::sync::Arc::new(IoFaults::default());
+    let mut o = small_segments(dir.path(), &clock);
+    o.faults = Some(faults.clone());
+    let (e, _) = Engine::open(o).unwrap();
+    let sent = events(10, 3000, T0, 10);
+    let mut acked = 0;
+    let mut failed_at_roll = false;
+    for c in sent.chunks(50) {
+        faults.fail_fallocate.store(true, std::sync::atomic::Ordering::SeqCst);
+        match e.append(c) {
+            Ok(_) => acked += c.len(),
+            Err(Error::DiskFull { op, .. }) => {
+                assert_eq!(op, "fallocate");
+                failed_at_roll = true;
+                break;
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(failed_at_roll, "a roll needed new space");
+    // Reads keep working.
+    assert_eq!(e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg.calls as usize, acked);
+    assert_eq!(all_events(&e).len(), acked);
+    // Writes in the page cache fail too.
+    faults.fail_fallocate.store(false, std::sync::atomic::Ordering::SeqCst);
+    faults.fail_write.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(e.append(&sent[acked..acked + 1]), Err(Error::DiskFull { op: "write", .. })));
+    assert!(!e.status().fenced, "a full disk does not fence the writer");
+    // Space frees: appends resume with the next sequence number.
+    faults.fail_write.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = e.append(&sent[acked..acked + 50]).unwrap();
+    assert_eq!(out.last_seq as usize, acked + 50);
+    e.close().unwrap();
+    drop(e);
+    let (e, report) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    let all = all_events(&e);
+    assert_eq!(all.len(), acked + 50);
+    for (s, n) in all.iter().zip(&sent) {
+        assert!(same_event(&e, s, n));
+    }
+}
+
+/// Case 8: an fsync failure fences the writer; nothing is retried; a reopen serves what was written.
+#[test]
+fn fsync_failure_fences_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let faults = std::sync::Arc::new(IoFaults::default());
+    let mut o = options(dir.path(), &clock);
+    o.durability = Durability::Always;
+    o.faults = Some(faults.clone());
+    let (e, _) = Engine::open(o).unwrap();
+    e.append(&events(11, 10, T0, 1)).unwrap();
+    assert_eq!(e.durable_seq(), 10);
+    faults.fail_fsync.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = e.append(&events(12, 5, T0, 1)).unwrap_err();
+    assert!(matches!(err, Error::Io { op: "fdatasync", .. }), "{err}");
+    assert_eq!(e.durable_seq(), 10, "the failed batch is not durable");
+    faults.fail_fsync.store(false, std::sync::atomic::Ordering::SeqCst);
+    let err = e.append(&events(13, 1, T0, 1)).unwrap_err();
+    assert!(matches!(err, Error::Fenced { op: "fdatasync", .. }), "{err}");
+    assert!(e.status().fenced);
+    // Reads still work.
+    assert_eq!(e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg.calls, 15);
+    drop(e);
+    let (e, _) = open(dir.path(), &clock);
+    assert!(all_events(&e).len() >= 10);
+    e.append(&events(14, 1, T0, 1)).unwrap();
+}
+
+/// Case 9: leftovers of a crash mid-roll and mid-retention are cleaned; nothing counts twice.
+#[test]
+fn crash_mid_roll_and_mid_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(15, 3000, T0, 100);
+    {
+        let (e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+        for c in sent.chunks(100) {
+            e.append(c).unwrap();
+        }
+        e.close().unwrap();
+    }
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 3);
+    // Mid-retention: the first segment was folded into the rollups but not yet deleted.
+    let first_base: u64 = segs[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let mut rollups = tokenboard_engine::rollup::Rollups::default();
+    {
+        let (e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+        e.with_interner(|i| {
+            for ev in all_events(&e).iter().filter(|ev| ev.seq < first_base) {
+                rollups.fold(ev, i);
+            }
+        });
+    }
+    rollups.save(dir.path()).unwrap();
+    std::fs::write(dir.path().join("00000000000000000001.deleted"), b"old").unwrap();
+    // Mid-roll: a temporary segment that never got renamed.
+    std::fs::write(dir.path().join("00000000000000009999.seg.tmp"), b"partial").unwrap();
+    let (e, report) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+    let kinds: Vec<_> = report.issues.iter().map(|i| &i.kind).collect();
+    assert_eq!(kinds.iter().filter(|k| matches!(k, RecoveryIssueKind::LeftoverRemoved)).count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| matches!(k, RecoveryIssueKind::FoldedSegmentRemoved)).count(), 1, "{kinds:?}");
+    assert!(!dir.path().join("00000000000000009999.seg.tmp").exists());
+    let all = all_events(&e);
+    assert_eq!(all.len() as u64, 3000 - (first_base - 1));
+    let live_calls = e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg.calls;
+    let rolled: u64 = e
+        .rollups()
+        .days
+        .iter()
+        .filter(|((_, g, _), _)| *g == tokenboard_engine::rollup::RollupGroup::All)
+        .map(|(_, a)| a.calls)
+        .sum();
+    assert_eq!(live_calls + rolled, 3000, "every call counted exactly once");
+}
+
+/// Retention by count, bytes and age deletes whole oldest segments, folds them into the rollups,
+/// and the views drop exactly their contribution.
+#[test]
+fn retention_drops_whole_segments_and_keeps_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(16, 4000, T0, 1000);
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention.max_events = Some(2500);
+    let (e, _) = Engine::open(o.clone()).unwrap();
+    for c in sent.chunks(100) {
+        e.append(c).unwrap();
+    }
+    let before = e.status();
+    let report = e.enforce_retention().unwrap();
+    assert!(report.segments_deleted > 0);
+    let after = e.status();
+    assert_eq!(after.events, before.events - report.events_deleted);
+    assert!(after.events >= 2500);
+    let all = all_events(&e);
+    assert_eq!(all.len() as u64, after.events);
+    let live = e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg;
+    assert_eq!(live.calls, after.events);
+    let rolled: u64 = e.rollups().days.iter().filter(|((_, g, _), _)| *g == tokenboard_engine::rollup::RollupGroup::All).map(|(_, a)| a.calls).sum();
+    assert_eq!(rolled, report.events_deleted);
+    // A reopen agrees.
+    e.close().unwrap();
+    drop(e);
+    let (e, report2) = Engine::open(o).unwrap();
+    assert!(report2.issues.is_empty(), "{:?}", report2.issues);
+    assert_eq!(e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg.calls, after.events);
+    assert_eq!(e.rollups().folded_through_seq, all[0].seq - 1);
+}
+
+#[test]
+fn retention_by_age_uses_the_time_a_segment_was_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut o = options(dir.path(), &clock);
+    o.segment_age_max_ms = 3_600_000;
+    o.retention = Retention { max_age_ms: Some(2 * 3_600_000), max_bytes: None, max_events: None };
+    let (e, _) = Engine::open(o).unwrap();
+    // Far-future timestamps must not pin a segment: retention looks at wall-clock seal times.
+    for hour in 0..5 {
+        let mut batch = events(17 + hour, 10, T0 + hour as i64 * 3_600_000, 1);
+        batch[0].ts_ms = T0 + 400 * 86_400_000;
+        e.append(&batch).unwrap();
+        clock.advance(3_600_000);
+    }
+    e.append(&events(30, 1, T0, 1)).unwrap();
+    // Segments sealed at T0+1h..T0+5h; now is T0+5h; anything sealed before T0+3h goes.
+    let report = e.enforce_retention().unwrap();
+    assert_eq!(report.segments_deleted, 2);
+    assert_eq!(e.status().events, 31);
+}
+
+/// Case 10: a reader keeps reading a segment that retention deletes under it.
+#[test]
+fn reader_during_retention_keeps_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = events(18, 3000, T0, 1000);
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention.max_events = Some(1);
+    let (e, _) = Engine::open(o).unwrap();
+    for c in sent.chunks(100) {
+        e.append(c).unwrap();
+    }
+    let (to_reader, from_main) = std::sync::mpsc::channel::<()>();
+    let (to_main, from_reader) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            e.scan(&LogFilter::default(), &mut |ev| {
+                if seen.is_empty() {
+                    to_main.send(()).unwrap();
+                    from_main.recv().unwrap();
+                }
+                seen.push(ev.seq);
+                true
+            });
+            seen
+        })
+    };
+    from_reader.recv().unwrap();
+    let report = e.enforce_retention().unwrap();
+    assert!(report.segments_deleted >= 2);
+    assert!(!segment_files(dir.path()).iter().any(|p| p.ends_with("00000000000000000001.seg")));
+    to_reader.send(()).unwrap();
+    let seen = reader.join().unwrap();
+    assert_eq!(seen, (1..=3000).collect::<Vec<u64>>(), "the reader saw every event, deleted or not");
+}
+
+/// Case 11: late events land in past buckets; far-future ones are clamped and flagged.
+#[test]
+fn out_of_order_and_far_future_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (e, _) = open(dir.path(), &clock);
+    let mut evs = events(19, 3, T0, 1);
+    evs[1].ts_ms = T0 - 10 * 86_400_000; // ten days late
+    evs[2].ts_ms = T0 + 365 * 86_400_000; // a year ahead
+    e.append(&evs).unwrap();
+    let day = 86_400_000;
+    let past = e.summary(tokenboard_engine::TimeRange { from_ms: T0 - 10 * day, to_ms: T0 - 9 * day });
+    assert_eq!(past.agg.calls, 1);
+    let stored = all_events(&e);
+    assert!(stored[2].ts_clamped);
+    assert_eq!(stored[2].ts_ms, T0 + day);
+    assert!(!stored[1].ts_clamped);
+    drop(e);
+    let (e, _) = open(dir.path(), &clock);
+    let stored2 = all_events(&e);
+    assert_eq!(stored, stored2);
+}
+
+/// Case 13: oversized and malformed records are refused with the field named; a format version
+/// from the future is refused clearly.
+#[test]
+fn malformed_input_and_unknown_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (e, _) = open(dir.path(), &clock);
+    let mut evs = events(20, 3, T0, 1);
+    evs[2].error_message = Some("x".repeat(5000));
+    match e.append(&evs) {
+        Err(Error::InvalidEvent { index, error }) => {
+            assert_eq!(index, 2);
+            assert_eq!(error.field, "error_message");
+        }
+        other => panic!("expected an invalid event, got {other:?}"),
+    }
+    evs[2].error_message = None;
+    evs[1].set_dim(tokenboard_engine::Dim::Model, "m".repeat(300));
+    let err = e.append(&evs).unwrap_err();
+    assert!(err.to_string().contains("model"), "{err}");
+    assert_eq!(e.status().events, 0, "nothing of a rejected batch is stored");
+    e.append(&events(21, 1, T0, 1)).unwrap();
+    e.close().unwrap();
+    drop(e);
+    // Bump the version byte in the header (and fix its checksum): refused, kept aside.
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut head = read_at(&seg, 0, SEGMENT_HEADER_BYTES);
+    head[8] = 99;
+    let crc = crc32fast::hash(&head[..SEGMENT_HEADER_BYTES - 4]);
+    head[SEGMENT_HEADER_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+    write_at(&seg, 0, &head);
+    let (_e, report) = open(dir.path(), &clock);
+    let reasons: Vec<_> = report
+        .issues
+        .iter()
+        .filter_map(|i| match &i.kind {
+            RecoveryIssueKind::BadHeader { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].contains("version 99"), "{reasons:?}");
+}
+
+#[test]
+fn duplicate_event_ids_are_counted_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (e, _) = open(dir.path(), &clock);
+    let mut evs = events(22, 4, T0, 1);
+    for (i, ev) in evs.iter_mut().enumerate() {
+        ev.event_id = Some(format!("id-{}", i % 3));
+    }
+    let out = e.append(&evs).unwrap();
+    assert_eq!((out.accepted, out.duplicates), (3, 1));
+    let out = e.append(&evs[..2]).unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 2));
+    e.close().unwrap();
+    drop(e);
+    // The window survives a restart.
+    let (e, _) = open(dir.path(), &clock);
+    let out = e.append(&evs).unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 4));
+    assert_eq!(e.status().events, 3);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (_e, _) = open(dir.path(), &clock);
+    assert!(matches!(Engine::open(options(dir.path(), &clock)), Err(Error::Locked { .. })));
+}
