@@ -33,6 +33,22 @@ use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
 use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, TrendBucket, Views};
 
 const MS_PER_HOUR: i64 = 3_600_000;
+
+/// `Dim` indexes with the key first: see `append_locked`.
+const KEY_FIRST_ORDER: [usize; Dim::COUNT] = {
+    let mut order = [0usize; Dim::COUNT];
+    order[0] = Dim::Key as usize;
+    let mut i = 0;
+    let mut n = 1;
+    while i < Dim::COUNT {
+        if i != Dim::Key as usize {
+            order[n] = i;
+            n += 1;
+        }
+        i += 1;
+    }
+    order
+};
 const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
 /// When an append is acknowledged relative to the disk.
@@ -534,11 +550,6 @@ impl Engine {
         let mut batch_ids: rustc_hash::FxHashSet<u128> = Default::default();
         let mut duplicates = 0;
         for ev in events {
-            let mut dims = [Sym::EMPTY; Dim::COUNT];
-            for (i, d) in dims.iter_mut().enumerate() {
-                *d = st.interner.intern(&ev.dims[i]).ok_or(Error::InternerFull { max: STRINGS_MAX })?;
-            }
-            dims_of.push(dims);
             let is_new = match &ev.event_id {
                 Some(id) => {
                     let h = Dedup::hash(id);
@@ -548,6 +559,15 @@ impl Engine {
             };
             duplicates += usize::from(!is_new);
             keep.push(is_new);
+            let mut dims = [Sym::EMPTY; Dim::COUNT];
+            if is_new {
+                // The key first, then the other dimensions in order: the order in which a segment's
+                // dictionary defines them, so a rebuild interns every string to the same symbol.
+                for i in KEY_FIRST_ORDER {
+                    dims[i] = st.interner.intern(&ev.dims[i]).ok_or(Error::InternerFull { max: STRINGS_MAX })?;
+                }
+            }
+            dims_of.push(dims);
         }
         let accepted = keep.iter().filter(|k| **k).count();
         if accepted == 0 {
@@ -898,6 +918,12 @@ impl Engine {
     }
 
     /// The long-term daily rollups of deleted segments, for UTC days in `[from_day, to_day)`.
+    /// Calls `f` with the materialised views (for tests that compare live and rebuilt views).
+    #[doc(hidden)]
+    pub fn with_views<R>(&self, f: impl FnOnce(&Views) -> R) -> R {
+        f(&self.read().views)
+    }
+
     pub fn rollups(&self) -> Rollups {
         self.read().rollups.clone()
     }

@@ -166,34 +166,40 @@ impl SegmentDict {
         // Ids far beyond what the segment holds can only come from a forged frame.
         const ID_JUMP_MAX: usize = 1 << 20;
         let first = rec.first_string_id as usize;
-        let unknown = interner.intern(UNKNOWN_STRING).unwrap_or(Sym::EMPTY);
         if !rec.strings.is_empty() && first >= self.strings.len() && first - self.strings.len() <= ID_JUMP_MAX {
-            self.strings.resize(first, unknown);
+            if first > self.strings.len() {
+                // Entries defined in a frame lost to corruption.
+                let unknown = unknown_sym(interner);
+                self.strings.resize(first, unknown);
+            }
             for s in &rec.strings {
-                self.strings.push(interner.intern(s).unwrap_or(unknown));
+                let sym = match interner.intern(s) {
+                    Some(sym) => sym,
+                    None => unknown_sym(interner),
+                };
+                self.strings.push(sym);
             }
         }
         let first_shape = rec.first_shape_id as usize;
         if !rec.shapes.is_empty() && first_shape >= self.shapes.len() && first_shape - self.shapes.len() <= ID_JUMP_MAX {
-            let placeholder = Shape { dims: [unknown; Dim::COUNT], status: 0, flags: 0 };
-            self.shapes.resize(first_shape, placeholder);
+            if first_shape > self.shapes.len() {
+                let unknown = unknown_sym(interner);
+                let placeholder = Shape { dims: [unknown; Dim::COUNT], status: 0, flags: 0 };
+                self.shapes.resize(first_shape, placeholder);
+            }
             for sr in &rec.shapes {
                 let mut dims = [Sym::EMPTY; Dim::COUNT];
                 for (i, local) in sr.dims.iter().enumerate() {
-                    dims[i] = self.string_or_unknown(*local, unknown);
+                    dims[i] = match self.strings.get(*local as usize) {
+                        Some(s) => *s,
+                        None => {
+                            self.unknown_references += 1;
+                            unknown_sym(interner)
+                        }
+                    };
                 }
                 dims[Dim::Key as usize] = Sym::EMPTY;
                 self.shapes.push(Shape { dims, status: sr.status, flags: sr.flags });
-            }
-        }
-    }
-
-    fn string_or_unknown(&mut self, local: u32, unknown: Sym) -> Sym {
-        match self.strings.get(local as usize) {
-            Some(s) => *s,
-            None => {
-                self.unknown_references += 1;
-                unknown
             }
         }
     }
@@ -204,6 +210,12 @@ impl SegmentDict {
             + self.string_ids.capacity() * 9
             + self.shape_ids.capacity() * (std::mem::size_of::<Shape>() + 5)
     }
+}
+
+/// The symbol of the placeholder for strings lost to corruption; interned only when needed, so a
+/// clean rebuild numbers symbols exactly as the writer did.
+fn unknown_sym(interner: &mut Interner) -> Sym {
+    interner.intern(UNKNOWN_STRING).unwrap_or(Sym::EMPTY)
 }
 
 /// Decodes an event payload with the segment's dictionary.

@@ -1,0 +1,44 @@
+//! The dashboard questions at `TB_BENCH_EVENTS` events (default 10M): totals, per-model stats, top
+//! keys, a 30-day hourly trend in Asia/Shanghai, and filtered log pages.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tokenboard_benches::{bench_options, dataset, dataset_events, DAYS, START_MS};
+use tokenboard_engine::{Engine, Granularity, Group, LogFilter, StatusFilter, TimeRange};
+
+fn query(c: &mut Criterion) {
+    let n = dataset_events();
+    let dir = dataset(n);
+    let (e, _) = Engine::open(bench_options(&dir)).unwrap();
+    let all = TimeRange { from_ms: i64::MIN / 4, to_ms: i64::MAX / 4 };
+    let day = 86_400_000;
+    // The last 7 local days at UTC+8: neither end is on a UTC day boundary.
+    let week_shanghai = TimeRange { from_ms: START_MS + (DAYS - 7) * day - 8 * 3_600_000, to_ms: START_MS + DAYS * day - 8 * 3_600_000 };
+    let month = TimeRange { from_ms: START_MS, to_ms: START_MS + DAYS * day };
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+
+    let mut g = c.benchmark_group("query");
+    g.bench_function("totals_all", |b| b.iter(|| e.summary(all)));
+    g.bench_function("totals_7d_shanghai", |b| b.iter(|| e.summary(week_shanghai)));
+    g.bench_function("per_model_all", |b| b.iter(|| e.breakdown(Group::Model, all)));
+    g.bench_function("per_model_7d_shanghai", |b| b.iter(|| e.breakdown(Group::Model, week_shanghai)));
+    let top10 = |range| {
+        let mut keys = e.breakdown(Group::Key, range);
+        keys.sort_unstable_by_key(|(_, a)| std::cmp::Reverse(a.total_tokens()));
+        keys.truncate(10);
+        keys
+    };
+    g.bench_function("top10_keys_all", |b| b.iter(|| top10(all)));
+    g.bench_function("top10_keys_7d_shanghai", |b| b.iter(|| top10(week_shanghai)));
+    g.bench_function("trend_30d_hourly_shanghai", |b| b.iter(|| e.trend(month, Granularity::Hour, tz).unwrap()));
+    g.bench_function("logs_page_100_newest", |b| b.iter(|| e.logs(&LogFilter::default(), None, 100)));
+    let model = e.lookup("claude-sonnet-4-0").unwrap();
+    let errors_of_model = LogFilter { model: Some(model), status: Some(StatusFilter::Errors), ..LogFilter::default() };
+    g.bench_function("logs_page_100_errors_of_one_model", |b| b.iter(|| e.logs(&errors_of_model, None, 100)));
+    let key = e.lookup("sk-fp-00100").unwrap();
+    let by_key = LogFilter { key: Some(key), ..LogFilter::default() };
+    g.bench_function("logs_page_100_one_key", |b| b.iter(|| e.logs(&by_key, None, 100)));
+    g.finish();
+}
+
+criterion_group!(benches, query);
+criterion_main!(benches);
