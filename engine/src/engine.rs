@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -288,18 +288,94 @@ struct SyncState {
     path: PathBuf,
 }
 
-struct Shared {
-    opts: EngineOptions,
-    state: RwLock<State>,
+/// What the appenders and the background syncer share: it holds no file lock, so the directory
+/// is released as soon as the last `Engine` handle is gone, whatever the syncer is doing.
+struct Durable {
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
     written_seq: AtomicU64,
     fenced: Mutex<Option<(&'static str, PathBuf)>>,
     is_fenced: AtomicBool,
-    subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    faults: Option<Arc<IoFaults>>,
+}
+
+impl Durable {
+    fn check_fenced(&self) -> Result<()> {
+        if self.is_fenced.load(Ordering::Acquire) {
+            let f = self.fenced.lock().unwrap_or_else(|e| e.into_inner());
+            let (op, path) = f.clone().unwrap_or(("write", PathBuf::new()));
+            return Err(Error::Fenced { op, path });
+        }
+        Ok(())
+    }
+
+    fn fence(&self, op: &'static str, path: &Path) {
+        let mut f = self.fenced.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some((op, path.to_path_buf()));
+        }
+        self.is_fenced.store(true, Ordering::Release);
+    }
+
+    fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
+        let injected = self.faults.as_ref().is_some_and(|f| f.fail_fsync.load(Ordering::Relaxed));
+        let r = if injected { Err(std::io::Error::from_raw_os_error(libc::EIO)) } else { file.sync_data() };
+        r.map_err(|e| {
+            // No retry: after a failed fsync the kernel may have dropped the dirty pages.
+            self.fence("fdatasync", path);
+            Error::io("fdatasync", path, e)
+        })
+    }
+
+    /// Waits until every event up to `seq` is on disk, sharing one fdatasync with concurrent
+    /// callers (group commit).
+    fn sync_through(&self, seq: u64) -> Result<()> {
+        let mut g = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if g.durable_seq >= seq {
+                return Ok(());
+            }
+            self.check_fenced()?;
+            if g.syncing {
+                g = self.sync_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g.syncing = true;
+            let upto = self.written_seq.load(Ordering::Acquire);
+            let file = g.file.clone();
+            let path = g.path.clone();
+            drop(g);
+            let r = self.sync_file(&file, &path);
+            g = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+            g.syncing = false;
+            if r.is_ok() {
+                g.durable_seq = g.durable_seq.max(upto);
+            }
+            self.sync_cv.notify_all();
+            r?;
+        }
+    }
+
+    fn stop(&self) {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop_cv.notify_all();
+    }
+}
+
+struct Shared {
+    opts: EngineOptions,
+    state: RwLock<State>,
+    durable: Arc<Durable>,
+    subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
     _lock: File,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.durable.stop();
+    }
 }
 
 /// A handle to an open data directory. Cheap to clone; all clones share one engine.
@@ -471,26 +547,30 @@ impl Engine {
             buf: Vec::new(),
             payload: Vec::new(),
         };
-        let shared = Arc::new(Shared {
+        let durable = Arc::new(Durable {
             sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path }),
             sync_cv: Condvar::new(),
             written_seq: AtomicU64::new(last_seq),
             fenced: Mutex::new(None),
             is_fenced: AtomicBool::new(false),
-            subscribers: Mutex::new(Vec::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            faults: opts.faults.clone(),
+        });
+        if let Durability::Interval { every_ms } = opts.durability {
+            let durable = durable.clone();
+            std::thread::Builder::new()
+                .name("tokenboard-sync".into())
+                .spawn(move || interval_syncer(durable, every_ms))
+                .map_err(|e| Error::io("spawn sync thread", PathBuf::new(), e))?;
+        }
+        let shared = Arc::new(Shared {
+            durable,
+            subscribers: Mutex::new(Vec::new()),
             state: RwLock::new(state),
             opts,
             _lock: lock,
         });
-        if let Durability::Interval { every_ms } = shared.opts.durability {
-            let weak = Arc::downgrade(&shared);
-            std::thread::Builder::new()
-                .name("tokenboard-sync".into())
-                .spawn(move || interval_syncer(weak, every_ms))
-                .map_err(|e| Error::io("spawn sync thread", PathBuf::new(), e))?;
-        }
         Ok((Engine { shared }, report))
     }
 
@@ -507,7 +587,7 @@ impl Engine {
         if events.len() > self.shared.opts.batch_events_max {
             return Err(Error::InvalidOption { name: "batch", reason: format!("{} events, at most {} per append", events.len(), self.shared.opts.batch_events_max) });
         }
-        self.check_fenced()?;
+        self.shared.durable.check_fenced()?;
         let (outcome, stored) = {
             let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             self.append_locked(&mut st, events)?
@@ -516,26 +596,9 @@ impl Engine {
             self.publish(stored);
         }
         if self.shared.opts.durability == Durability::Always && outcome.accepted > 0 {
-            self.sync_through(outcome.last_seq)?;
+            self.shared.durable.sync_through(outcome.last_seq)?;
         }
         Ok(outcome)
-    }
-
-    fn check_fenced(&self) -> Result<()> {
-        if self.shared.is_fenced.load(Ordering::Acquire) {
-            let f = self.shared.fenced.lock().unwrap_or_else(|e| e.into_inner());
-            let (op, path) = f.clone().unwrap_or(("write", PathBuf::new()));
-            return Err(Error::Fenced { op, path });
-        }
-        Ok(())
-    }
-
-    fn fence(&self, op: &'static str, path: &Path) {
-        let mut f = self.shared.fenced.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_none() {
-            *f = Some((op, path.to_path_buf()));
-        }
-        self.shared.is_fenced.store(true, Ordering::Release);
     }
 
     fn append_locked(&self, st: &mut State, events: &[NewEvent]) -> Result<(AppendOutcome, Vec<StoredEvent>)> {
@@ -608,7 +671,7 @@ impl Engine {
             st.live.dict.truncate(n_strings, n_shapes);
             let err = Error::io("write", &st.live.path, e);
             if !matches!(err, Error::DiskFull { .. }) {
-                self.fence("write", &st.live.path.clone());
+                self.shared.durable.fence("write", &st.live.path.clone());
             }
             return Err(err);
         }
@@ -635,7 +698,7 @@ impl Engine {
         let first_seq = stored.first().map(|e| e.seq);
         let last_seq = stored.last().map(|e| e.seq).unwrap_or(st.next_seq - 1);
         st.next_seq = last_seq + 1;
-        self.shared.written_seq.store(last_seq, Ordering::Release);
+        self.shared.durable.written_seq.store(last_seq, Ordering::Release);
         if opts.durability == Durability::Never {
             // Nothing to wait for: "durable" here means "written".
         }
@@ -703,17 +766,17 @@ impl Engine {
     /// Seals the live segment and starts a new one.
     fn roll(&self, st: &mut State, now: i64) -> Result<()> {
         let old_path = st.live.path.clone();
-        self.sync_file(&st.live_file, &old_path)?;
-        let written = self.shared.written_seq.load(Ordering::Acquire);
+        self.shared.durable.sync_file(&st.live_file, &old_path)?;
+        let written = self.shared.durable.written_seq.load(Ordering::Acquire);
         let (seg, file) = create_segment(&self.shared.opts, st.next_seq, now)?;
         let file = Arc::new(file);
         {
-            let mut s = self.shared.sync.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner());
             s.durable_seq = s.durable_seq.max(written);
             s.file = file.clone();
             s.path = seg.path.clone();
         }
-        self.shared.sync_cv.notify_all();
+        self.shared.durable.sync_cv.notify_all();
         let mut old = std::mem::replace(&mut st.live, seg);
         let old_file = std::mem::replace(&mut st.live_file, file);
         release_tail(&old_file, old.committed_len, old.file_len);
@@ -725,59 +788,20 @@ impl Engine {
         Ok(())
     }
 
-    fn sync_file(&self, file: &File, path: &Path) -> Result<()> {
-        let injected = self.shared.opts.faults.as_ref().is_some_and(|f| f.fail_fsync.load(Ordering::Relaxed));
-        let r = if injected { Err(std::io::Error::from_raw_os_error(libc::EIO)) } else { file.sync_data() };
-        r.map_err(|e| {
-            self.fence("fdatasync", path);
-            Error::io("fdatasync", path, e)
-        })
-    }
-
-    /// Waits until every event up to `seq` is on disk, sharing one fdatasync with concurrent
-    /// callers (group commit).
-    fn sync_through(&self, seq: u64) -> Result<()> {
-        let sh = &self.shared;
-        let mut g = sh.sync.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if g.durable_seq >= seq {
-                return Ok(());
-            }
-            self.check_fenced()?;
-            if g.syncing {
-                g = sh.sync_cv.wait(g).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            g.syncing = true;
-            let upto = sh.written_seq.load(Ordering::Acquire);
-            let file = g.file.clone();
-            let path = g.path.clone();
-            drop(g);
-            let r = self.sync_file(&file, &path);
-            g = sh.sync.lock().unwrap_or_else(|e| e.into_inner());
-            g.syncing = false;
-            if r.is_ok() {
-                g.durable_seq = g.durable_seq.max(upto);
-            }
-            sh.sync_cv.notify_all();
-            r?;
-        }
-    }
-
     /// Makes everything written so far durable.
     pub fn sync(&self) -> Result<u64> {
-        let seq = self.shared.written_seq.load(Ordering::Acquire);
-        self.sync_through(seq)?;
+        let seq = self.shared.durable.written_seq.load(Ordering::Acquire);
+        self.shared.durable.sync_through(seq)?;
         Ok(seq)
     }
 
     pub fn last_seq(&self) -> u64 {
-        self.shared.written_seq.load(Ordering::Acquire)
+        self.shared.durable.written_seq.load(Ordering::Acquire)
     }
 
     /// The highest sequence number known to be on disk.
     pub fn durable_seq(&self) -> u64 {
-        self.shared.sync.lock().unwrap_or_else(|e| e.into_inner()).durable_seq
+        self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner()).durable_seq
     }
 
     fn publish(&self, stored: Vec<StoredEvent>) {
@@ -911,7 +935,7 @@ impl Engine {
             events,
             bytes_on_disk,
             heap_bytes: heap,
-            fenced: self.shared.is_fenced.load(Ordering::Acquire),
+            fenced: self.shared.durable.is_fenced.load(Ordering::Acquire),
             oldest_ts_ms: st.views.time_bounds().map(|b| b.0),
             newest_ts_ms: st.views.time_bounds().map(|b| b.1),
         }
@@ -991,13 +1015,9 @@ impl Engine {
 
     /// Syncs, marks a clean shutdown and stops the background syncer. Appends after this fail.
     pub fn close(&self) -> Result<()> {
-        {
-            let mut stop = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
-            *stop = true;
-            self.shared.stop_cv.notify_all();
-        }
+        self.shared.durable.stop();
         self.sync()?;
-        self.fence("close", &self.shared.opts.dir.clone());
+        self.shared.durable.fence("close", &self.shared.opts.dir.clone());
         let marker = self.shared.opts.dir.join(CLEAN_MARKER);
         fs::write(&marker, self.last_seq().to_string()).map_err(|e| Error::io("write", &marker, e))?;
         rollup::sync_dir(&self.shared.opts.dir)
@@ -1027,12 +1047,11 @@ impl EdgeScan for SegmentScan<'_> {
     }
 }
 
-fn interval_syncer(weak: Weak<Shared>, every_ms: u64) {
+fn interval_syncer(durable: Arc<Durable>, every_ms: u64) {
     loop {
-        let Some(shared) = weak.upgrade() else { return };
         {
-            let stop = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
-            let (stop, _) = shared
+            let stop = durable.stop.lock().unwrap_or_else(|e| e.into_inner());
+            let (stop, _) = durable
                 .stop_cv
                 .wait_timeout(stop, Duration::from_millis(every_ms))
                 .unwrap_or_else(|e| e.into_inner());
@@ -1040,11 +1059,11 @@ fn interval_syncer(weak: Weak<Shared>, every_ms: u64) {
                 return;
             }
         }
-        let engine = Engine { shared };
-        if engine.shared.is_fenced.load(Ordering::Acquire) {
+        if durable.is_fenced.load(Ordering::Acquire) {
             return;
         }
-        let _ = engine.sync();
+        let seq = durable.written_seq.load(Ordering::Acquire);
+        let _ = durable.sync_through(seq);
     }
 }
 

@@ -12,7 +12,6 @@ pub mod index;
 pub mod interner;
 pub mod rollup;
 pub mod segment;
-#[path = "/tmp/views_stub.rs"]
 pub mod views;
 
 pub use engine::{

@@ -50,8 +50,8 @@ pub use histogram::{BINS as HISTOGRAM_BINS, Histogram, bin_of as histogram_bin_o
 use rustc_hash::FxHashMap;
 
 use crate::event::{Dim, StoredEvent, status_class};
-use cells::{Cell, CellMap, KeyCell, KeyMap, OrderedMap, SortedAcc};
-use histogram::{BINS, DenseKeys, HourHist, KEYS, RunHist, bin_of};
+use cells::{AggCell, Cell, CellMap, KeyCell, KeyMap, KeyTotals, OrderedMap, SortedAcc};
+use histogram::{BINS, DenseKeys, KEYS, SlotHist, bin_of};
 
 /// The most buckets one trend returns.
 pub const MAX_TREND_BUCKETS: u64 = 10_000;
@@ -295,8 +295,8 @@ pub enum ViewError {
 }
 
 struct MinuteSlot {
-    agg: Agg,
-    hist: RunHist<u16>,
+    agg: AggCell,
+    hist: SlotHist<u16>,
     /// Offsets within the minute of the first and last event; a cache (see `time_bounds`).
     first_offset_ms: u16,
     last_offset_ms: u16,
@@ -308,26 +308,23 @@ impl PartialEq for MinuteSlot {
     }
 }
 
+/// A cold minute's histogram turns dense past this many entries (it is then 3840 bytes).
+const MINUTE_RUNS_MAX: usize = 512;
+/// An hour's histogram stays dense once it needs more entries than this.
+const HOUR_RUNS_MAX: usize = 128;
+
 struct HourSlot {
-    agg: Agg,
-    hist: HourHist,
+    agg: AggCell,
+    hist: SlotHist<u32>,
     /// Indexed like `HOURLY_GROUPS`.
-    groups: [CellMap<Agg>; 5],
+    groups: [CellMap<AggCell>; 5],
+    /// Frozen: the group cells are sorted and counted in `Views::frozen_totals`.
+    frozen: bool,
 }
 
 impl PartialEq for HourSlot {
     fn eq(&self, other: &HourSlot) -> bool {
         self.agg == other.agg && self.hist == other.hist && self.groups == other.groups
-    }
-}
-
-impl HourSlot {
-    fn new(hot: bool) -> HourSlot {
-        HourSlot {
-            agg: Agg::default(),
-            hist: HourHist::default(),
-            groups: std::array::from_fn(|_| CellMap::new(hot)),
-        }
     }
 }
 
@@ -342,13 +339,10 @@ struct DayBlock {
     keys: KeyMap,
 }
 
+/// Key cells are compared by `Views`, since some may be inline in `Views::key_totals`.
 impl PartialEq for DayBlock {
     fn eq(&self, other: &DayBlock) -> bool {
-        self.day == other.day
-            && self.calls == other.calls
-            && self.minutes == other.minutes
-            && self.hours == other.hours
-            && self.keys == other.keys
+        self.day == other.day && self.calls == other.calls && self.minutes == other.minutes && self.hours == other.hours
     }
 }
 
@@ -365,7 +359,7 @@ impl DayBlock {
 
     /// Adds the minutes `a..b` of this day (0 ≤ a ≤ b ≤ 1440), taking whole hours from the
     /// hour slots.
-    fn add_minutes(&self, a: usize, b: usize, agg: &mut Agg, hist: &mut [u64; KEYS]) {
+    fn add_minutes(&self, a: usize, b: usize, agg: &mut AggCell, hist: &mut [u64; KEYS]) {
         let (hour_a, hour_b) = (a.div_ceil(60), b / 60);
         if hour_a >= hour_b {
             self.add_minute_slots(a, b, agg, hist);
@@ -379,11 +373,16 @@ impl DayBlock {
         self.add_minute_slots(hour_b * 60, b, agg, hist);
     }
 
-    fn add_minute_slots(&self, a: usize, b: usize, agg: &mut Agg, hist: &mut [u64; KEYS]) {
+    fn add_minute_slots(&self, a: usize, b: usize, agg: &mut AggCell, hist: &mut [u64; KEYS]) {
         for slot in self.minutes[a..b].iter().flatten() {
             agg.merge(&slot.agg);
             slot.hist.add_to(hist);
         }
+    }
+
+    fn minute_mut(&mut self, minute_index: i64) -> Option<&mut MinuteSlot> {
+        let minute = minute_index - self.day * MINUTES_PER_DAY as i64;
+        self.minutes.get_mut(usize::try_from(minute).ok()?)?.as_deref_mut()
     }
 
     fn heap_bytes(&self) -> usize {
@@ -399,7 +398,39 @@ impl DayBlock {
     }
 }
 
-/// A period whose maps are hot, to be frozen once it is old.
+/// Removals from a frozen hour with more cells than this in some group thaw it first.
+const SORTED_REMOVE_MAX: usize = 64;
+
+/// Sorts the group cells of an hour, counts them in `totals`, compacts its histogram.
+fn freeze_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
+    if slot.frozen {
+        return;
+    }
+    for (cells, totals) in slot.groups.iter_mut().zip(totals) {
+        cells.freeze();
+        for (key, cell) in cells.sorted().iter() {
+            totals.apply(*key, cell, Sign::Add);
+        }
+    }
+    slot.hist.compact(HOUR_RUNS_MAX);
+    slot.frozen = true;
+}
+
+/// Undoes `freeze_hour`, but leaves the histogram as it is.
+fn thaw_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
+    if !slot.frozen {
+        return;
+    }
+    for (cells, totals) in slot.groups.iter_mut().zip(totals) {
+        for (key, cell) in cells.sorted().iter() {
+            totals.apply(*key, cell, Sign::Sub);
+        }
+        cells.thaw();
+    }
+    slot.frozen = false;
+}
+
+/// A period whose cells are hot, to be frozen once it is old.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum HotPeriod {
     /// Hour index: UTC hours since the epoch.
@@ -416,14 +447,21 @@ pub struct Views {
     days: Vec<DayBlock>,
     /// Index in `days` of the last-touched day (a cache, possibly stale).
     cursor: usize,
-    /// Indexed like `HOURLY_GROUPS`.
-    all_time: [OrderedMap<Agg>; 5],
-    all_time_keys: OrderedMap<KeyCell>,
-    /// The latest hour index any added event fell in; periods ending more than an hour before
+    /// Per hourly group, the sum of the cells of every frozen hour. The all-time breakdown is
+    /// this plus the hot hours (every hot hour is in `hot`), so appends to hot hours, the usual
+    /// case, pay for no all-time update.
+    frozen_totals: [OrderedMap<AggCell>; 5],
+    /// All-time Key cells, kept eagerly (Key has too many keys to sum hot days per query),
+    /// with the newest day's Key cells inline.
+    key_totals: KeyTotals,
+    /// The latest hour index an added event fell in; periods ending more than an hour before
     /// it are frozen.
     newest_hour: i64,
+    /// The latest minute index an added event fell in; only its slot keeps a dense histogram
+    /// on purpose (appends there cost no search).
+    newest_minute: i64,
+    /// Every hour with unfrozen cells, and every day with a hot Key map.
     hot: Vec<HotPeriod>,
-    mask: u32,
 }
 
 impl Default for Views {
@@ -432,9 +470,10 @@ impl Default for Views {
     }
 }
 
+/// Equal when the held events are; caches and the hot/frozen/inline forms do not count.
 impl PartialEq for Views {
     fn eq(&self, other: &Views) -> bool {
-        self.days == other.days && self.all_time == other.all_time && self.all_time_keys == other.all_time_keys
+        self.days == other.days && self.key_totals == other.key_totals && self.day_keys() == other.day_keys()
     }
 }
 
@@ -444,10 +483,16 @@ impl std::fmt::Debug for Views {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Views")
             .field("days", &self.days.len())
-            .field("events", &self.days.iter().map(|d| d.calls).sum::<u64>())
+            .field("events", &self.event_count())
             .field("time_bounds", &self.time_bounds())
             .finish_non_exhaustive()
     }
+}
+
+/// The ts of a millisecond of a day; `day * DAY_MS` alone overflows for the earliest day.
+fn ts_of(day: i64, ms_of_day: i64) -> i64 {
+    let ts = i128::from(day) * i128::from(DAY_MS) + i128::from(ms_of_day);
+    ts.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 fn floor_div(a: i64, b: i64) -> i64 {
@@ -463,38 +508,50 @@ impl Views {
         Views {
             days: Vec::new(),
             cursor: 0,
-            all_time: Default::default(),
-            all_time_keys: OrderedMap::default(),
+            frozen_totals: Default::default(),
+            key_totals: KeyTotals::default(),
             newest_hour: i64::MIN,
+            newest_minute: i64::MIN,
             hot: Vec::new(),
-            mask: std::env::var("MASK").map(|s| s.parse().unwrap()).unwrap_or(0),
         }
     }
 
     /// Adds or removes one event.
     pub fn apply(&mut self, ev: &StoredEvent, sign: Sign) {
-        let delta = Agg::of_event(ev);
-        let key_delta = KeyCell::from_agg(&delta);
+        let delta = AggCell::of_event(ev);
+        let key_delta = KeyCell::from_agg_cell(&delta);
         let day = ev.ts_ms.div_euclid(DAY_MS);
         let ms_of_day = ev.ts_ms.rem_euclid(DAY_MS);
         let minute = (ms_of_day / MINUTE_MS) as usize;
         let offset_ms = (ms_of_day % MINUTE_MS) as u16;
         let hour = minute / 60;
+        let minute_index = day * MINUTES_PER_DAY as i64 + minute as i64;
         let hour_index = day * HOURS_PER_DAY as i64 + hour as i64;
         let latency_key = bin_of(ev.latency_ms);
         let ttft_key = ev.ttft_ms.map(|t| BINS + bin_of(t));
         let group_keys = HOURLY_GROUPS.map(|g| g.key_of(ev));
         let key = ev.dim(Dim::Key).0;
 
-        if sign == Sign::Add && hour_index > self.newest_hour {
-            self.newest_hour = hour_index;
-            if !self.hot.is_empty() {
-                self.freeze_old();
+        if sign == Sign::Add {
+            if minute_index > self.newest_minute {
+                let previous = self.newest_minute;
+                self.newest_minute = minute_index;
+                if let Some(pos) = self.day_position(previous.div_euclid(MINUTES_PER_DAY as i64)) {
+                    if let Some(slot) = self.days[pos].minute_mut(previous) {
+                        slot.hist.compact(MINUTE_RUNS_MAX);
+                    }
+                }
+            }
+            if hour_index > self.newest_hour {
+                self.newest_hour = hour_index;
+                if !self.hot.is_empty() {
+                    self.freeze_old();
+                }
             }
         }
         let recent = hour_index >= self.newest_hour.saturating_sub(1);
 
-        let mut turned_hot: [Option<HotPeriod>; 2] = [None, None];
+        let mut turned_hot: [Option<HotPeriod>; 3] = [None; 3];
         let pos = match sign {
             Sign::Add => {
                 let (pos, created) = self.day_position_or_insert(day);
@@ -513,18 +570,18 @@ impl Views {
         };
         let block = &mut self.days[pos];
 
-        let mask = self.mask;
         // Minute slot.
-        if mask & 1 == 0 { match (&mut block.minutes[minute], sign) {
+        match (&mut block.minutes[minute], sign) {
             (Some(slot), Sign::Add) => {
                 slot.agg.merge(&delta);
                 slot.first_offset_ms = slot.first_offset_ms.min(offset_ms);
                 slot.last_offset_ms = slot.last_offset_ms.max(offset_ms);
             }
             (empty @ None, Sign::Add) => {
+                let dense = minute_index == self.newest_minute;
                 *empty = Some(Box::new(MinuteSlot {
-                    agg: delta.clone(),
-                    hist: RunHist::default(),
+                    agg: delta,
+                    hist: if dense { SlotHist::dense() } else { SlotHist::default() },
                     first_offset_ms: offset_ms,
                     last_offset_ms: offset_ms,
                 }));
@@ -533,19 +590,23 @@ impl Views {
             (None, Sign::Sub) => debug_assert!(false, "views: removing an event never added"),
         }
         if let Some(slot) = &mut block.minutes[minute] {
-            slot.hist.add(latency_key, sign);
+            slot.hist.add(latency_key, sign, MINUTE_RUNS_MAX);
             if let Some(k) = ttft_key {
-                slot.hist.add(k, sign);
+                slot.hist.add(k, sign, MINUTE_RUNS_MAX);
             }
             if sign == Sign::Sub && slot.agg.is_zero() && slot.hist.is_empty() {
                 block.minutes[minute] = None;
             }
         }
-        }
 
         // Hour slot.
         if block.hours[hour].is_none() && sign == Sign::Add {
-            block.hours[hour] = Some(Box::new(HourSlot::new(recent)));
+            block.hours[hour] = Some(Box::new(HourSlot {
+                agg: AggCell::default(),
+                hist: if recent { SlotHist::dense() } else { SlotHist::default() },
+                groups: std::array::from_fn(|_| CellMap::new(recent)),
+                frozen: !recent,
+            }));
             if recent {
                 turned_hot[0] = Some(HotPeriod::Hour(hour_index));
             }
@@ -555,16 +616,22 @@ impl Views {
                 Sign::Add => slot.agg.merge(&delta),
                 Sign::Sub => slot.agg.unmerge(&delta),
             }
-            slot.hist.add(latency_key, sign);
+            slot.hist.add(latency_key, sign, HOUR_RUNS_MAX);
             if let Some(k) = ttft_key {
-                slot.hist.add(k, sign);
+                slot.hist.add(k, sign, HOUR_RUNS_MAX);
             }
-            if mask & 2 == 0 { slot.hist.add(latency_key, sign); }
-            if mask & 4 == 0 { for (cells, group_key) in slot.groups.iter_mut().zip(group_keys) {
-                if cells.apply(group_key, &delta, sign) {
-                    turned_hot[0] = Some(HotPeriod::Hour(hour_index));
+            if slot.frozen && sign == Sign::Sub && slot.groups.iter().any(|g| g.len() > SORTED_REMOVE_MAX) {
+                // Many removals are coming (retention drops whole segments): thaw rather than
+                // shift the sorted cells once per removal.
+                thaw_hour(slot, &mut self.frozen_totals);
+                turned_hot[0] = Some(HotPeriod::Hour(hour_index));
+            }
+            for ((cells, group_key), totals) in slot.groups.iter_mut().zip(group_keys).zip(&mut self.frozen_totals) {
+                cells.apply(group_key, &delta, sign);
+                if slot.frozen {
+                    totals.apply(group_key, &delta, sign);
                 }
-            } }
+            }
             if sign == Sign::Sub && slot.agg.is_zero() {
                 block.hours[hour] = None;
             }
@@ -572,26 +639,42 @@ impl Views {
             debug_assert!(false, "views: removing an event never added");
         }
 
-        // Day: keys and event count.
-        if mask & 8 == 0 && block.keys.apply(key, &key_delta, sign) {
-            turned_hot[1] = Some(HotPeriod::Day(day));
-        }
         match sign {
-            Sign::Add => block.calls = block.calls.saturating_add(1),
+            Sign::Add => block.calls = block.calls.wrapping_add(1),
             Sign::Sub => {
                 debug_assert!(block.calls > 0, "views: removing an event never added");
                 block.calls = block.calls.saturating_sub(1);
-                if block.calls == 0 {
-                    self.days.remove(pos);
-                    self.cursor = pos.saturating_sub(1);
-                }
             }
         }
 
-        if mask & 16 == 0 { for (cells, group_key) in self.all_time.iter_mut().zip(group_keys) {
-            cells.apply(group_key, &delta, sign);
-        } }
-        if mask & 32 == 0 { self.all_time_keys.apply(key, &key_delta, sign); }
+        // Key cells.
+        let newest_day = self.newest_hour.div_euclid(HOURS_PER_DAY as i64);
+        let moved = match sign {
+            Sign::Add => {
+                let outcome = self.key_totals.add(key, day, newest_day, &key_delta);
+                if outcome.to_day && self.days[pos].keys.apply(key, &key_delta, Sign::Add) {
+                    turned_hot[1] = Some(HotPeriod::Day(day));
+                }
+                outcome.moved
+            }
+            Sign::Sub => self.key_totals.sub(key, day, &key_delta),
+        };
+        if let Some(moved) = moved {
+            if let Some(moved_pos) = self.day_position(moved.day) {
+                if self.days[moved_pos].keys.apply(key, &moved.cell, Sign::Add) {
+                    turned_hot[2] = Some(HotPeriod::Day(moved.day));
+                }
+            } else {
+                debug_assert!(false, "views: inline key cells of a day that is gone");
+            }
+        }
+        if sign == Sign::Sub && self.days[pos].keys.apply(key, &key_delta, Sign::Sub) {
+            turned_hot[1] = Some(HotPeriod::Day(day));
+        }
+        if self.days[pos].calls == 0 {
+            self.days.remove(pos);
+            self.cursor = pos.saturating_sub(1);
+        }
 
         for period in turned_hot.into_iter().flatten() {
             self.mark_hot(period);
@@ -630,8 +713,7 @@ impl Views {
         }
     }
 
-    /// Freezes the hot periods that ended more than an hour before the newest hour: their
-    /// hashes become sorted or packed, and their minute histograms drop spare capacity.
+    /// Freezes the hot periods that ended more than an hour before the newest hour.
     fn freeze_old(&mut self) {
         let cutoff = self.newest_hour.saturating_sub(1);
         let hot = std::mem::take(&mut self.hot);
@@ -643,20 +725,32 @@ impl Views {
                     let Some(pos) = self.day_position(day) else { continue };
                     let block = &mut self.days[pos];
                     if let Some(slot) = &mut block.hours[hour] {
-                        slot.groups.iter_mut().for_each(CellMap::freeze);
+                        freeze_hour(slot, &mut self.frozen_totals);
                     }
                     for slot in block.minutes[hour * 60..(hour + 1) * 60].iter_mut().flatten() {
                         slot.hist.shrink_to_fit();
                     }
                 }
                 HotPeriod::Day(day) if day.saturating_mul(HOURS_PER_DAY as i64).saturating_add(23) < cutoff => {
+                    let inline = self.key_totals.take_inline(day);
                     if let Some(pos) = self.day_position(day) {
-                        self.days[pos].keys.freeze();
+                        let keys = &mut self.days[pos].keys;
+                        for (key, cell) in &inline {
+                            keys.apply(*key, cell, Sign::Add);
+                        }
+                        keys.freeze();
+                    } else {
+                        debug_assert!(inline.is_empty(), "views: inline key cells of a day that is gone");
                     }
                 }
                 _ => self.hot.push(period),
             }
         }
+    }
+
+    fn hour_slot(&self, hour_index: i64) -> Option<&HourSlot> {
+        let pos = self.day_position(hour_index.div_euclid(HOURS_PER_DAY as i64))?;
+        self.days[pos].hours[hour_index.rem_euclid(HOURS_PER_DAY as i64) as usize].as_deref()
     }
 
     /// The slot of a minute index (UTC minutes since the epoch), if it holds events.
@@ -666,7 +760,7 @@ impl Views {
     }
 
     /// Adds the cells of minute indices `[m_from, m_to)`.
-    fn add_minute_range(&self, m_from: i64, m_to: i64, agg: &mut Agg, hist: &mut [u64; KEYS]) {
+    fn add_minute_range(&self, m_from: i64, m_to: i64, agg: &mut AggCell, hist: &mut [u64; KEYS]) {
         if m_from >= m_to {
             return;
         }
@@ -728,9 +822,11 @@ impl Views {
             let (m_lo, m_hi) = (ceil_div(w[0], MINUTE_MS), floor_div(w[1], MINUTE_MS));
             let mut summary = Summary::default();
             if m_lo < m_hi {
+                let mut agg = AggCell::default();
                 dense.clear();
-                self.add_minute_range(m_lo, m_hi, &mut summary.agg, &mut dense.0);
-                if summary.agg.calls > 0 {
+                self.add_minute_range(m_lo, m_hi, &mut agg, &mut dense.0);
+                if agg.calls() > 0 {
+                    summary.agg = agg.to_agg();
                     summary.latency = dense.latency();
                     summary.ttft = dense.ttft();
                 }
@@ -791,8 +887,19 @@ impl Views {
         }
         let covers_all = range.from_ms <= min_ts && range.to_ms > max_ts;
         match group.hourly_index() {
-            Some(g) if covers_all => self.all_time[g].sorted().map(|(k, c)| (k, c.clone())).collect(),
-            None if covers_all => self.all_time_keys.sorted().map(|(k, c)| (k, c.to_agg())).collect(),
+            Some(g) if covers_all => {
+                let mut acc = SortedAcc::new();
+                acc.merge_sorted(self.frozen_totals[g].sorted());
+                for period in &self.hot {
+                    if let HotPeriod::Hour(hour_index) = *period {
+                        if let Some(slot) = self.hour_slot(hour_index).filter(|s| !s.frozen) {
+                            slot.groups[g].merge_into(&mut acc);
+                        }
+                    }
+                }
+                acc.into_aggs()
+            }
+            None if covers_all => self.key_totals.sorted().map(|(k, c)| (k, c.to_agg())).collect(),
             Some(g) => self.breakdown_from_cells(
                 range,
                 HOUR_MS,
@@ -809,7 +916,7 @@ impl Views {
                         }
                     }
                 },
-                |ev| (group.key_of(ev), Agg::of_event(ev)),
+                |ev| (group.key_of(ev), AggCell::of_event(ev)),
             ),
             None => self.breakdown_from_cells(
                 range,
@@ -820,8 +927,15 @@ impl Views {
                     for block in views.days[start..].iter().take_while(|b| b.day < units.1) {
                         block.keys.merge_into(acc);
                     }
+                    let mut inline: FxHashMap<u32, KeyCell> = FxHashMap::default();
+                    for (day, key, cell) in views.key_totals.inline() {
+                        if (units.0..units.1).contains(&day) {
+                            inline.entry(key).or_default().merge(&cell);
+                        }
+                    }
+                    acc.merge_map(inline);
                 },
-                |ev| (group.key_of(ev), KeyCell::from_agg(&Agg::of_event(ev))),
+                |ev| (group.key_of(ev), KeyCell::from_agg_cell(&AggCell::of_event(ev))),
             ),
         }
     }
@@ -899,13 +1013,28 @@ impl Views {
         let last = self.days.last()?;
         let min = first.minutes.iter().enumerate().find_map(|(m, s)| {
             let s = s.as_ref()?;
-            Some(first.day * DAY_MS + m as i64 * MINUTE_MS + i64::from(s.first_offset_ms))
+            Some(ts_of(first.day, m as i64 * MINUTE_MS + i64::from(s.first_offset_ms)))
         })?;
         let max = last.minutes.iter().enumerate().rev().find_map(|(m, s)| {
             let s = s.as_ref()?;
-            Some(last.day * DAY_MS + m as i64 * MINUTE_MS + i64::from(s.last_offset_ms))
+            Some(ts_of(last.day, m as i64 * MINUTE_MS + i64::from(s.last_offset_ms)))
         })?;
         Some((min, max))
+    }
+
+    /// Every day's Key cells, inline ones included.
+    fn day_keys(&self) -> FxHashMap<(i64, u32), KeyCell> {
+        let mut all: FxHashMap<(i64, u32), KeyCell> = FxHashMap::default();
+        for block in &self.days {
+            for (key, cell) in block.keys.sorted() {
+                all.entry((block.day, key)).or_default().merge(&cell);
+            }
+        }
+        for (day, key, cell) in self.key_totals.inline() {
+            all.entry((day, key)).or_default().merge(&cell);
+        }
+        all.retain(|_, c| !c.is_zero());
+        all
     }
 
     /// Events held.
@@ -917,8 +1046,798 @@ impl Views {
     pub fn heap_bytes(&self) -> usize {
         self.days.capacity() * size_of::<DayBlock>()
             + self.days.iter().map(DayBlock::heap_bytes).sum::<usize>()
-            + self.all_time.iter().map(OrderedMap::heap_bytes).sum::<usize>()
-            + self.all_time_keys.heap_bytes()
+            + self.frozen_totals.iter().map(OrderedMap::heap_bytes).sum::<usize>()
+            + self.key_totals.heap_bytes()
             + self.hot.capacity() * size_of::<HotPeriod>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike};
+    use chrono_tz::Tz;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::{Quality, Sym, Tokens};
+
+    const MIN: i64 = MINUTE_MS;
+    const HOUR: i64 = HOUR_MS;
+    const DAY: i64 = DAY_MS;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+        NaiveDate::from_ymd_opt(y, mo, d).unwrap().and_hms_opt(h, mi, s).unwrap().and_utc().timestamp_millis()
+    }
+
+    fn tz(name: &str) -> Tz {
+        name.parse().unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    struct Spec {
+        ts_ms: i64,
+        model: u32,
+        endpoint: u32,
+        provider: u32,
+        credential: u32,
+        key: u32,
+        status: u16,
+        success: bool,
+        stream: bool,
+        quality: u8,
+        tokens: [u64; 6],
+        latency_ms: u32,
+        ttft_ms: Option<u32>,
+    }
+
+    fn event(seq: u64, s: &Spec) -> StoredEvent {
+        let mut dims = [Sym::EMPTY; Dim::COUNT];
+        dims[Dim::Model as usize] = Sym(s.model);
+        dims[Dim::Endpoint as usize] = Sym(s.endpoint);
+        dims[Dim::Provider as usize] = Sym(s.provider);
+        dims[Dim::Credential as usize] = Sym(s.credential);
+        dims[Dim::Key as usize] = Sym(s.key);
+        StoredEvent {
+            seq,
+            ts_ms: s.ts_ms,
+            dims,
+            status: s.status,
+            success: s.success,
+            stream: s.stream,
+            quality: Quality::from_u8(s.quality).unwrap(),
+            ts_clamped: false,
+            tokens: Tokens::from_array(s.tokens),
+            latency_ms: s.latency_ms,
+            ttft_ms: s.ttft_ms,
+            event_id: None,
+            request_id: None,
+            error_message: None,
+        }
+    }
+
+    /// A plain event at `ts_ms`.
+    fn simple(seq: u64, ts_ms: i64, key: u32, latency_ms: u32) -> StoredEvent {
+        event(
+            seq,
+            &Spec {
+                ts_ms,
+                model: 7 + key % 3,
+                endpoint: 1,
+                provider: 2,
+                credential: 40 + key % 5,
+                key,
+                status: if key % 4 == 0 { 500 } else { 200 },
+                success: key % 4 != 0,
+                stream: key % 2 == 0,
+                quality: (key % 4) as u8,
+                tokens: [key as u64, 2, 3, 4, 5, 6],
+                latency_ms,
+                ttft_ms: (key % 2 == 0).then_some(latency_ms / 3),
+            },
+        )
+    }
+
+    /// The test scan: the events of a Vec. It hands out everything within two minutes of the
+    /// range too, as a block-based scan would, so the views must filter.
+    struct VecScan<'a> {
+        events: &'a [StoredEvent],
+        ranges: Vec<TimeRange>,
+    }
+
+    impl<'a> VecScan<'a> {
+        fn new(events: &'a [StoredEvent]) -> VecScan<'a> {
+            VecScan { events, ranges: Vec::new() }
+        }
+    }
+
+    impl EdgeScan for VecScan<'_> {
+        fn scan(&mut self, range: TimeRange, f: &mut dyn FnMut(&StoredEvent)) {
+            assert!(!range.is_empty(), "scan of an empty range {range:?}");
+            self.ranges.push(range);
+            let wide = TimeRange::new(range.from_ms.saturating_sub(2 * MIN), range.to_ms.saturating_add(2 * MIN));
+            for ev in self.events.iter().filter(|e| wide.contains(e.ts_ms)) {
+                f(ev);
+            }
+        }
+    }
+
+    fn naive_summary(events: &[StoredEvent], range: TimeRange) -> Summary {
+        let mut s = Summary::default();
+        for ev in events.iter().filter(|e| range.contains(e.ts_ms)) {
+            s.add_event(ev);
+        }
+        s
+    }
+
+    fn naive_breakdown(events: &[StoredEvent], group: Group, range: TimeRange) -> Vec<(u32, Agg)> {
+        let mut out: BTreeMap<u32, Agg> = BTreeMap::new();
+        for ev in events.iter().filter(|e| range.contains(e.ts_ms)) {
+            let mut a = Agg::of_event(ev);
+            if group == Group::Key {
+                a = Agg { calls: a.calls, errors: a.errors, tokens: a.tokens, latency_sum_ms: a.latency_sum_ms, ..Agg::default() };
+            }
+            out.entry(group.key_of(ev)).or_default().merge(&a);
+        }
+        out.into_iter().collect()
+    }
+
+    /// The local time of an instant, from the offset chrono reports.
+    fn local_at(tz: Tz, ms: i64) -> NaiveDateTime {
+        tz.timestamp_millis_opt(ms).unwrap().naive_local()
+    }
+
+    /// Resolves a local time by a forward scan rather than chrono's local mapping: the first
+    /// instant whose local time reaches it, which is the earliest instant with that local time,
+    /// or the end of the gap it falls in. Zone transitions fall on whole seconds.
+    fn naive_resolve(tz: Tz, local: NaiveDateTime) -> i64 {
+        let target = local.and_utc().timestamp_millis();
+        let local_ms = |u: i64| local_at(tz, u).and_utc().timestamp_millis();
+        let mut u = target - 17 * HOUR;
+        assert!(local_ms(u) < target);
+        for step in [HOUR, MIN, 1000] {
+            while local_ms(u + step) < target {
+                u += step;
+            }
+        }
+        u + 1000
+    }
+
+    fn naive_truncate(l: NaiveDateTime, g: Granularity) -> NaiveDateTime {
+        let d = l.date();
+        match g {
+            Granularity::Minute => d.and_hms_opt(l.hour(), l.minute(), 0).unwrap(),
+            Granularity::Hour => d.and_hms_opt(l.hour(), 0, 0).unwrap(),
+            Granularity::Day => d.and_hms_opt(0, 0, 0).unwrap(),
+            Granularity::Week => {
+                let mut d = d;
+                while d.weekday() != chrono::Weekday::Mon {
+                    d = d.pred_opt().unwrap();
+                }
+                d.and_hms_opt(0, 0, 0).unwrap()
+            }
+            Granularity::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap().and_hms_opt(0, 0, 0).unwrap(),
+        }
+    }
+
+    fn naive_next(l: NaiveDateTime, g: Granularity) -> NaiveDateTime {
+        match g {
+            Granularity::Minute => l + chrono::TimeDelta::minutes(1),
+            Granularity::Hour => l + chrono::TimeDelta::hours(1),
+            Granularity::Day => l + chrono::TimeDelta::days(1),
+            Granularity::Week => l + chrono::TimeDelta::days(7),
+            Granularity::Month => {
+                let (y, m) = if l.month() == 12 { (l.year() + 1, 1) } else { (l.year(), l.month() + 1) };
+                NaiveDate::from_ymd_opt(y, m, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
+            }
+        }
+    }
+
+    /// Bucket cuts of `[from, to)`; `None` past the bucket limit.
+    fn naive_cuts(from: i64, to: i64, g: Granularity, tz: Tz) -> Option<Vec<i64>> {
+        let mut cuts = vec![from];
+        let mut l = naive_truncate(local_at(tz, from), g);
+        loop {
+            l = naive_next(l, g);
+            let b = naive_resolve(tz, l);
+            if b >= to {
+                break;
+            }
+            if b > *cuts.last().unwrap() {
+                cuts.push(b);
+            }
+            if cuts.len() > MAX_TREND_BUCKETS as usize {
+                return None;
+            }
+        }
+        cuts.push(to);
+        Some(cuts)
+    }
+
+    fn naive_trend(events: &[StoredEvent], range: TimeRange, g: Granularity, tz: Tz) -> Option<Vec<TrendBucket>> {
+        let cuts = naive_cuts(range.from_ms, range.to_ms, g, tz)?;
+        Some(
+            cuts.windows(2)
+                .map(|w| {
+                    let s = naive_summary(events, TimeRange::new(w[0], w[1]));
+                    TrendBucket { start_ms: w[0], end_ms: w[1], agg: s.agg, latency: s.latency, ttft: s.ttft }
+                })
+                .collect(),
+        )
+    }
+
+    fn build(events: &[StoredEvent]) -> Views {
+        let mut v = Views::new();
+        for ev in events {
+            v.apply(ev, Sign::Add);
+        }
+        v
+    }
+
+    fn check_queries(views: &Views, events: &[StoredEvent], range: TimeRange, g: Granularity, zone: Tz) {
+        let mut scan = VecScan::new(events);
+        assert_eq!(views.summary(range, &mut scan), naive_summary(events, range), "summary {range:?}");
+        for group in Group::ALL {
+            assert_eq!(
+                views.breakdown(group, range, &mut scan),
+                naive_breakdown(events, group, range),
+                "breakdown {group:?} {range:?}"
+            );
+        }
+        if range.is_empty() {
+            assert!(matches!(views.trend(range, g, zone, &mut scan), Err(ViewError::EmptyRange)));
+            return;
+        }
+        if range == TimeRange::ALL {
+            assert!(matches!(views.trend(range, g, zone, &mut scan), Err(ViewError::TooManyBuckets { .. })));
+            return;
+        }
+        // The naive resolver is slow; keep minute trends short.
+        let g = if g == Granularity::Minute && range.to_ms - range.from_ms > 6 * HOUR { Granularity::Hour } else { g };
+        match (views.trend(range, g, zone, &mut scan), naive_trend(events, range, g, zone)) {
+            (Ok(got), Some(want)) => {
+                assert_eq!(got.len(), want.len(), "trend bucket count {range:?} {g:?} {zone}");
+                for (a, b) in got.iter().zip(&want) {
+                    assert_eq!(a, b, "trend {range:?} {g:?} {zone}");
+                }
+            }
+            (Err(ViewError::TooManyBuckets { requested, max }), None) => {
+                assert_eq!(max, MAX_TREND_BUCKETS);
+                assert!(requested > max);
+            }
+            (got, want) => panic!("trend {range:?} {g:?} {zone}: got {:?} buckets, want {:?}", got.map(|v| v.len()), want.map(|v| v.len())),
+        }
+    }
+
+    const ZONES: [&str; 9] = [
+        "UTC",
+        "Asia/Shanghai",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Australia/Eucla",
+        "America/New_York",
+        "Europe/London",
+        "Africa/Monrovia",
+        "Australia/Lord_Howe",
+    ];
+
+    /// Starts of the event windows: DST changes (New York, London, Lord Howe), Kathmandu's
+    /// 1986 move from +05:30 to +05:45 at local midnight, Monrovia's -00:44:30 (until 1972),
+    /// a leap day, and a plain week.
+    const BASES: [(i32, u32, u32); 7] =
+        [(2024, 3, 9), (2024, 10, 26), (2024, 11, 2), (1985, 12, 30), (1971, 12, 30), (2024, 2, 27), (2024, 4, 6)];
+
+    fn spec_strategy(base: i64) -> impl Strategy<Value = Spec> {
+        let ts = prop_oneof![
+            (0..3 * DAY),
+            (0..3 * 24 * 60i64, -2..3i64).prop_map(|(m, d)| m * MIN + d),
+            (0..3 * 24 * 4i64, -1..2i64).prop_map(|(q, d)| q * 15 * MIN + d),
+        ];
+        (
+            ts,
+            (0..5u32, 0..3u32, 0..3u32, 0..70u32, 0..9u32),
+            prop::sample::select(vec![0u16, 99, 100, 200, 204, 301, 404, 429, 500, 503, 600]),
+            (any::<bool>(), any::<bool>(), 0..4u8),
+            prop::array::uniform6(0..1_000_000_000u64),
+            prop_oneof![0..20u32, 0..5000u32, 0..200_000u32, Just(u32::MAX)],
+            prop::option::of(0..100_000u32),
+        )
+            .prop_map(move |(t, (m, e, p, c, k), status, (success, stream, quality), tokens, latency_ms, ttft_ms)| Spec {
+                ts_ms: base + t,
+                model: m * 1_000_003,
+                endpoint: e,
+                provider: 100 + p,
+                // Up to 70 credentials: more than a frozen hour removes from in place.
+                credential: c,
+                key: k * 7919,
+                status,
+                success,
+                stream,
+                quality,
+                tokens,
+                latency_ms,
+                ttft_ms,
+            })
+    }
+
+    #[derive(Clone, Debug)]
+    struct Case {
+        events: Vec<Spec>,
+        /// Per step: add the next event (true) or remove a random present one (false, index).
+        removals: Vec<(bool, prop::sample::Index)>,
+        ranges: Vec<(i64, i64, u8)>,
+        zone: usize,
+        granularity: u8,
+        rebuild_seed: u64,
+    }
+
+    fn case_strategy() -> impl Strategy<Value = Case> {
+        (0..BASES.len()).prop_flat_map(|b| {
+            let (y, m, d) = BASES[b];
+            let base = utc(y, m, d, 0, 0, 0);
+            let edge = prop_oneof![
+                (-DAY..4 * DAY),
+                (-24 * 60..4 * 24 * 60i64).prop_map(|m| m * MIN),
+                (-24..4 * 24i64).prop_map(|h| h * HOUR),
+            ];
+            (
+                prop::collection::vec(spec_strategy(base), 0..120),
+                prop::collection::vec((any::<bool>(), any::<prop::sample::Index>()), 0..60),
+                prop::collection::vec((edge.clone(), edge, 0..10u8), 1..5),
+                0..ZONES.len(),
+                0..5u8,
+                any::<u64>(),
+                // Event order: 0 as generated, 1 by ts, 2 by ts with every seventh event late.
+                0..3u8,
+            )
+                .prop_map(move |(mut events, removals, edges, zone, granularity, rebuild_seed, order)| {
+                    if order > 0 {
+                        events.sort_by_key(|e| e.ts_ms);
+                    }
+                    if order == 2 {
+                        // Every seventh event arrives after the next six.
+                        for chunk in events.chunks_mut(7) {
+                            chunk.rotate_left(1);
+                        }
+                    }
+                    Case {
+                    events,
+                    removals,
+                    ranges: edges.into_iter().map(|(a, b, k)| (base + a, base + b, k)).collect(),
+                    zone,
+                    granularity,
+                    rebuild_seed,
+                }})
+        })
+    }
+
+    fn granularity_of(i: u8) -> Granularity {
+        [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Week, Granularity::Month][i as usize % 5]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn views_match_a_naive_model(case in case_strategy()) {
+            use rand::{SeedableRng, seq::SliceRandom};
+            let all: Vec<StoredEvent> = case.events.iter().enumerate().map(|(i, s)| event(i as u64, s)).collect();
+            let mut views = Views::new();
+            let mut present: Vec<StoredEvent> = Vec::new();
+            let mut next = 0;
+            let mut removals = case.removals.iter();
+            while next < all.len() {
+                views.apply(&all[next], Sign::Add);
+                present.push(all[next].clone());
+                next += 1;
+                if let Some((true, index)) = removals.next() {
+                    if !present.is_empty() {
+                        let gone = present.swap_remove(index.index(present.len()));
+                        views.apply(&gone, Sign::Sub);
+                    }
+                }
+            }
+            prop_assert_eq!(views.event_count(), present.len() as u64);
+
+            let zone = tz(ZONES[case.zone]);
+            for &(a, b, kind) in &case.ranges {
+                let range = match kind {
+                    0 => TimeRange::ALL,
+                    1 => TimeRange::new(b, a),
+                    _ => TimeRange::new(a.min(b), a.max(b)),
+                };
+                let g = granularity_of(case.granularity.wrapping_add(kind));
+                check_queries(&views, &present, range, g, zone);
+            }
+
+            // Time bounds: exact while nothing was removed, else never narrower, within a minute.
+            let exact = present.iter().map(|e| e.ts_ms).min().zip(present.iter().map(|e| e.ts_ms).max());
+            match (views.time_bounds(), exact) {
+                (None, None) => {}
+                (Some((lo, hi)), Some((min, max))) => {
+                    prop_assert!(lo <= min && min - lo < MIN && hi >= max && hi - max < MIN);
+                    if present.len() == all.len() {
+                        prop_assert_eq!((lo, hi), (min, max));
+                    }
+                }
+                (got, want) => prop_assert!(false, "time bounds {:?}, want {:?}", got, want),
+            }
+
+            // Views rebuilt from the remaining events, in another order, are equal.
+            let mut shuffled = present.clone();
+            shuffled.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(case.rebuild_seed));
+            let rebuilt = build(&shuffled);
+            prop_assert_eq!(&views, &rebuilt);
+            prop_assert_eq!(views.time_bounds().is_some(), rebuilt.time_bounds().is_some());
+
+            // Removing everything leaves empty views.
+            for ev in &present {
+                views.apply(ev, Sign::Sub);
+            }
+            prop_assert_eq!(&views, &Views::new());
+            prop_assert_eq!(views.time_bounds(), None);
+            // Only spare capacity of the all-time maps is left.
+            prop_assert!(views.heap_bytes() < 64 << 10, "heap bytes {}", views.heap_bytes());
+        }
+    }
+
+    fn trend_cuts(views: &Views, range: TimeRange, g: Granularity, zone: &str) -> Vec<(i64, i64)> {
+        let events: Vec<StoredEvent> = Vec::new();
+        views.trend(range, g, tz(zone), &mut VecScan::new(&events)).unwrap().iter().map(|b| (b.start_ms, b.end_ms)).collect()
+    }
+
+    #[test]
+    fn histogram_bins_cover_u32_in_order() {
+        assert_eq!(histogram_bin_of(0), 0);
+        assert_eq!(histogram_bin_of(15), 15);
+        assert_eq!(histogram_bin_of(16), 16);
+        assert_eq!(histogram_bin_of(u32::MAX), HISTOGRAM_BINS - 1);
+        for bin in 0..HISTOGRAM_BINS {
+            assert_eq!(histogram_bin_of(histogram_bin_value(bin)), bin, "bin {bin}");
+        }
+        // Consecutive values fall into the same or the next bin.
+        for v in (1..100_000u32).chain([u32::MAX]) {
+            let step = histogram_bin_of(v) - histogram_bin_of(v - 1);
+            assert!(step <= 1, "bins skip at {v}");
+        }
+        for s in 4..32 {
+            assert_eq!(histogram_bin_of(1 << s), 16 + (s as usize - 4) * 8, "2^{s}");
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles_are_within_6_25_percent() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for round in 0..40 {
+            let n = rng.random_range(1..3000);
+            let values: Vec<u32> = (0..n)
+                .map(|_| match round % 4 {
+                    0 => rng.random_range(0..40),
+                    1 => rng.random_range(0..100_000),
+                    2 => (10.0 * 1e5f64.powf(rng.random::<f64>())) as u32,
+                    _ => rng.random(),
+                })
+                .collect();
+            let mut h = Histogram::new();
+            for &v in &values {
+                h.record(v, Sign::Add);
+            }
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            for q in [0.0, 0.001, 0.1, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0] {
+                let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+                let exact = sorted[rank - 1] as f64;
+                let got = h.quantile(q).unwrap() as f64;
+                assert!((got - exact).abs() <= exact / 16.0, "q {q}: got {got}, exact {exact}");
+                if exact < 16.0 {
+                    assert_eq!(got, exact);
+                }
+            }
+        }
+        assert_eq!(Histogram::new().quantile(0.5), None);
+        let mut h = Histogram::new();
+        h.record(100, Sign::Add);
+        assert_eq!(h.quantile(f64::NAN), None);
+        assert_eq!(h.quantile(-3.0), h.quantile(7.0));
+    }
+
+    #[test]
+    fn histogram_merge_and_removal_match_recording() {
+        let (a, b) = ([3u32, 70, 70, 5000, 4_000_000_000], [70u32, 71, 16, 0]);
+        let mut merged = Histogram::new();
+        let mut part = Histogram::new();
+        for v in a {
+            merged.record(v, Sign::Add);
+        }
+        for v in b {
+            part.record(v, Sign::Add);
+        }
+        merged.merge(&part);
+        let mut all = Histogram::new();
+        for v in a.iter().chain(&b) {
+            all.record(*v, Sign::Add);
+        }
+        assert_eq!(merged, all);
+        assert_eq!(merged.count(), 9);
+        for v in b {
+            merged.record(v, Sign::Sub);
+        }
+        let mut only_a = Histogram::new();
+        for v in a {
+            only_a.record(v, Sign::Add);
+        }
+        assert_eq!(merged, only_a);
+        assert_eq!(merged.bin_count(histogram_bin_of(70)), 2);
+        for v in a {
+            merged.record(v, Sign::Sub);
+        }
+        assert_eq!(merged, Histogram::new());
+    }
+
+    #[test]
+    fn new_york_has_a_23_hour_and_a_25_hour_day() {
+        let views = Views::new();
+        let spring = trend_cuts(&views, TimeRange::new(utc(2024, 3, 9, 5, 0, 0), utc(2024, 3, 12, 4, 0, 0)), Granularity::Day, "America/New_York");
+        let hours: Vec<i64> = spring.iter().map(|(a, b)| (b - a) / HOUR).collect();
+        assert_eq!(hours, [24, 23, 24]);
+        assert_eq!(spring[1].0, utc(2024, 3, 10, 5, 0, 0));
+        let autumn = trend_cuts(&views, TimeRange::new(utc(2024, 11, 2, 4, 0, 0), utc(2024, 11, 5, 5, 0, 0)), Granularity::Day, "America/New_York");
+        let hours: Vec<i64> = autumn.iter().map(|(a, b)| (b - a) / HOUR).collect();
+        assert_eq!(hours, [24, 25, 24]);
+
+        // Hours on the spring day: local 02:00 does not exist, so 01:00 is followed by 03:00.
+        let hourly = trend_cuts(&views, TimeRange::new(utc(2024, 3, 10, 5, 0, 0), utc(2024, 3, 10, 9, 0, 0)), Granularity::Hour, "America/New_York");
+        assert_eq!(hourly.len(), 4);
+        assert!(hourly.iter().all(|(a, b)| b - a == HOUR));
+        // On the autumn day local 01:00 occurs twice; its bucket starts at the earlier one and
+        // runs until local 02:00, two real hours.
+        let hourly = trend_cuts(&views, TimeRange::new(utc(2024, 11, 3, 4, 0, 0), utc(2024, 11, 3, 8, 0, 0)), Granularity::Hour, "America/New_York");
+        assert_eq!(hourly, [(utc(2024, 11, 3, 4, 0, 0), utc(2024, 11, 3, 5, 0, 0)), (utc(2024, 11, 3, 5, 0, 0), utc(2024, 11, 3, 7, 0, 0)), (utc(2024, 11, 3, 7, 0, 0), utc(2024, 11, 3, 8, 0, 0))]);
+    }
+
+    #[test]
+    fn a_day_at_utc_plus_8_is_that_local_day() {
+        let start = utc(2024, 4, 30, 16, 0, 0);
+        let events = vec![simple(0, start - 1, 1, 10), simple(1, start, 2, 20), simple(2, start + DAY - 1, 3, 30), simple(3, start + DAY, 5, 40)];
+        let views = build(&events);
+        let range = TimeRange::new(utc(2024, 4, 30, 0, 0, 0), utc(2024, 5, 2, 12, 0, 0));
+        let buckets = views.trend(range, Granularity::Day, tz("Asia/Shanghai"), &mut VecScan::new(&events)).unwrap();
+        let cuts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start_ms, b.end_ms)).collect();
+        assert_eq!(cuts, [(range.from_ms, start), (start, start + DAY), (start + DAY, range.to_ms)]);
+        let calls: Vec<u64> = buckets.iter().map(|b| b.agg.calls).collect();
+        assert_eq!(calls, [1, 2, 1]);
+        assert_eq!(buckets[1].latency.count(), 2);
+        assert_eq!(buckets[1].agg.latency_sum_ms, 50);
+    }
+
+    #[test]
+    fn quarter_hour_offsets_have_their_own_boundaries() {
+        let views = Views::new();
+        // Kathmandu is +05:45: local hours start at :15 UTC.
+        let kathmandu = trend_cuts(&views, TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 3, 0, 0)), Granularity::Hour, "Asia/Kathmandu");
+        let starts: Vec<i64> = kathmandu.iter().map(|c| c.0).collect();
+        assert_eq!(starts, [utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 0, 15, 0), utc(2024, 6, 1, 1, 15, 0), utc(2024, 6, 1, 2, 15, 0)]);
+        // Its local day 2024-06-01 starts at 2024-05-31 18:15 UTC.
+        let days = trend_cuts(&views, TimeRange::new(utc(2024, 5, 31, 12, 0, 0), utc(2024, 6, 1, 12, 0, 0)), Granularity::Day, "Asia/Kathmandu");
+        assert_eq!(days[1].0, utc(2024, 5, 31, 18, 15, 0));
+        // Eucla is +08:45; Kolkata +05:30.
+        let eucla = trend_cuts(&views, TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 2, 0, 0)), Granularity::Hour, "Australia/Eucla");
+        assert_eq!(eucla[1].0, utc(2024, 6, 1, 0, 15, 0));
+        let kolkata = trend_cuts(&views, TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 2, 0, 0)), Granularity::Hour, "Asia/Kolkata");
+        assert_eq!(kolkata[1].0, utc(2024, 6, 1, 0, 30, 0));
+    }
+
+    #[test]
+    fn a_missing_local_midnight_starts_the_day_after_the_gap() {
+        // On 1986-01-01 Kathmandu moved from +05:30 to +05:45 at local midnight: 00:00-00:15
+        // did not exist, so that day starts at 00:15 local, 1985-12-31 18:30 UTC.
+        let views = Views::new();
+        let days = trend_cuts(&views, TimeRange::new(utc(1985, 12, 31, 0, 0, 0), utc(1986, 1, 2, 0, 0, 0)), Granularity::Day, "Asia/Kathmandu");
+        assert_eq!(days[1], (utc(1985, 12, 31, 18, 30, 0), utc(1986, 1, 1, 18, 15, 0)));
+        assert_eq!(days[1].1 - days[1].0, DAY - 15 * MIN);
+    }
+
+    #[test]
+    fn weeks_start_on_monday_and_months_on_the_first_in_local_time() {
+        let views = Views::new();
+        let zone = "Asia/Kolkata";
+        // 2024-12-30 is a Monday; local midnight is 18:30 UTC the day before.
+        let weeks = trend_cuts(&views, TimeRange::new(utc(2024, 12, 25, 0, 0, 0), utc(2025, 1, 15, 0, 0, 0)), Granularity::Week, zone);
+        let starts: Vec<i64> = weeks.iter().skip(1).map(|c| c.0).collect();
+        assert_eq!(starts, [utc(2024, 12, 29, 18, 30, 0), utc(2025, 1, 5, 18, 30, 0), utc(2025, 1, 12, 18, 30, 0)]);
+        assert!(weeks.iter().skip(1).all(|c| local_at(tz(zone), c.0).weekday() == chrono::Weekday::Mon));
+
+        let months = trend_cuts(&views, TimeRange::new(utc(2024, 1, 15, 0, 0, 0), utc(2024, 4, 15, 0, 0, 0)), Granularity::Month, zone);
+        let days: Vec<i64> = months.iter().map(|(a, b)| (b - a) / DAY).collect();
+        // Clipped January, leap February, March, clipped April.
+        assert_eq!(months.len(), 4);
+        assert_eq!(&days[1..3], [29, 31]);
+        assert_eq!(months[1].0, utc(2024, 1, 31, 18, 30, 0));
+        // In New York, March loses an hour to DST.
+        let months = trend_cuts(&views, TimeRange::new(utc(2024, 3, 1, 5, 0, 0), utc(2024, 4, 1, 4, 0, 0)), Granularity::Month, "America/New_York");
+        assert_eq!(months, [(utc(2024, 3, 1, 5, 0, 0), utc(2024, 4, 1, 4, 0, 0))]);
+    }
+
+    #[test]
+    fn seconds_offsets_are_exact_through_the_scan() {
+        // Monrovia was at -00:44:30 until 1972: local minutes start at :30 seconds UTC.
+        let start = utc(1971, 6, 1, 12, 0, 0);
+        let events: Vec<StoredEvent> = (0..400).map(|i| simple(i, start + i as i64 * 7_777, i as u32 % 9, 100 + i as u32)).collect();
+        let views = build(&events);
+        let range = TimeRange::new(start, start + 40 * MIN);
+        let mut scan = VecScan::new(&events);
+        let got = views.trend(range, Granularity::Minute, tz("Africa/Monrovia"), &mut scan).unwrap();
+        assert_eq!(got[1].start_ms, start + 30_000);
+        assert_eq!(got, naive_trend(&events, range, Granularity::Minute, tz("Africa/Monrovia")).unwrap());
+        // Adjacent cut minutes are read in one scan.
+        assert_eq!(scan.ranges.len(), 1);
+        assert_eq!(got.iter().map(|b| b.agg.calls).sum::<u64>(), naive_summary(&events, range).agg.calls);
+    }
+
+    #[test]
+    fn trend_limits() {
+        let views = build(&[simple(0, utc(2024, 1, 1, 0, 0, 0), 1, 5)]);
+        let events = Vec::new();
+        let mut scan = VecScan::new(&events);
+        let week = TimeRange::new(utc(2024, 1, 1, 0, 0, 0), utc(2024, 1, 8, 0, 0, 0));
+        match views.trend(week, Granularity::Minute, tz("UTC"), &mut scan) {
+            Err(ViewError::TooManyBuckets { requested, max }) => {
+                assert_eq!(max, 10_000);
+                assert_eq!(requested, 7 * 24 * 60 + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let limit = TimeRange::new(week.from_ms, week.from_ms + 10_000 * MIN);
+        assert_eq!(views.trend(limit, Granularity::Minute, tz("UTC"), &mut scan).unwrap().len(), 10_000);
+        let over = TimeRange::new(week.from_ms, week.from_ms + 10_000 * MIN + 1);
+        assert!(matches!(views.trend(over, Granularity::Minute, tz("UTC"), &mut scan), Err(ViewError::TooManyBuckets { .. })));
+        assert!(matches!(views.trend(TimeRange::new(5, 5), Granularity::Day, tz("UTC"), &mut scan), Err(ViewError::EmptyRange)));
+        assert_eq!(ViewError::EmptyRange.to_string(), "empty time range");
+        assert!(scan.ranges.is_empty());
+    }
+
+    #[test]
+    fn aligned_ranges_and_all_data_need_no_scan() {
+        let start = utc(2024, 5, 1, 0, 0, 0);
+        let events: Vec<StoredEvent> = (0..3000).map(|i| simple(i, start + i as i64 * 61_001, i as u32 % 50, i as u32)).collect();
+        let views = build(&events);
+        let mut scan = VecScan::new(&events);
+        let minutes = TimeRange::new(start + 17 * MIN, start + 1234 * MIN);
+        assert_eq!(views.summary(minutes, &mut scan), naive_summary(&events, minutes));
+        let hours = TimeRange::new(start + 3 * HOUR, start + 40 * HOUR);
+        for group in [Group::Model, Group::Credential, Group::StatusClass] {
+            assert_eq!(views.breakdown(group, hours, &mut scan), naive_breakdown(&events, group, hours));
+        }
+        let days = TimeRange::new(start + DAY, start + 2 * DAY);
+        assert_eq!(views.breakdown(Group::Key, days, &mut scan), naive_breakdown(&events, Group::Key, days));
+        for group in Group::ALL {
+            assert_eq!(views.breakdown(group, TimeRange::ALL, &mut scan), naive_breakdown(&events, group, TimeRange::ALL));
+            let (min, max) = views.time_bounds().unwrap();
+            let exact = TimeRange::new(min, max + 1);
+            assert_eq!(views.breakdown(group, exact, &mut scan), naive_breakdown(&events, group, exact));
+        }
+        let shanghai = views.trend(TimeRange::new(start - 8 * HOUR, start + 2 * DAY - 8 * HOUR), Granularity::Hour, tz("Asia/Shanghai"), &mut scan).unwrap();
+        assert_eq!(shanghai.len(), 48);
+        assert_eq!(scan.ranges, []);
+
+        // A ragged range scans only the partial minutes (summary) and partial hours (breakdown).
+        let ragged = TimeRange::new(start + 17 * MIN + 5, start + 1234 * MIN + 5);
+        assert_eq!(views.summary(ragged, &mut scan), naive_summary(&events, ragged));
+        assert!(scan.ranges.iter().all(|r| r.to_ms - r.from_ms <= MIN), "{:?}", scan.ranges);
+        scan.ranges.clear();
+        assert_eq!(views.breakdown(Group::Model, ragged, &mut scan), naive_breakdown(&events, Group::Model, ragged));
+        assert_eq!(scan.ranges.len(), 2);
+        assert!(scan.ranges.iter().all(|r| r.to_ms - r.from_ms <= HOUR && ragged.contains(r.from_ms)));
+    }
+
+    #[test]
+    fn one_bin_of_one_minute_can_hold_many_values() {
+        let t = utc(2024, 7, 1, 10, 0, 0);
+        let events: Vec<StoredEvent> = (0..300).map(|i| simple(i, t + i as i64, 2, 777)).collect();
+        let mut views = build(&events);
+        // Out of order and a later minute: the first minute's histogram is compacted to runs.
+        views.apply(&simple(900, t + 5 * MIN, 2, 777), Sign::Add);
+        views.apply(&simple(901, t + 70, 2, 777), Sign::Add);
+        let everything = TimeRange::new(t, t + HOUR);
+        let mut expected = events.clone();
+        expected.push(simple(900, t + 5 * MIN, 2, 777));
+        expected.push(simple(901, t + 70, 2, 777));
+        let s = views.summary(TimeRange::new(t, t + MIN), &mut VecScan::new(&expected));
+        assert_eq!(s.latency.count(), 301);
+        assert_eq!(s.latency.bin_count(histogram_bin_of(777)), 301);
+        assert_eq!(views.summary(everything, &mut VecScan::new(&expected)), naive_summary(&expected, everything));
+        for ev in &events[..150] {
+            views.apply(ev, Sign::Sub);
+        }
+        let rest: Vec<StoredEvent> = expected[150..].to_vec();
+        assert_eq!(views, build(&rest));
+        assert_eq!(views.summary(everything, &mut VecScan::new(&rest)), naive_summary(&rest, everything));
+    }
+
+    /// Three days in order, then late events, then retention dropping the first day: the
+    /// views equal views built from what is left, and answer like the naive model.
+    #[test]
+    fn retention_leaves_views_equal_to_a_rebuild() {
+        let start = utc(2024, 8, 1, 0, 0, 0);
+        let mut events: Vec<StoredEvent> = (0..13_000u64)
+            .map(|i| {
+                let key = (i * 7 % 200) as u32;
+                let mut ev = simple(i, start + i as i64 * 20_011, key, (i * 37 % 9000) as u32);
+                ev.dims[Dim::Credential as usize] = Sym((i % 97) as u32);
+                ev
+            })
+            .collect();
+        events.extend((0..500u64).map(|i| simple(20_000 + i, start + (i as i64 * 7_919_993) % (2 * DAY), 300 + i as u32 % 7, 50)));
+        let mut views = build(&events);
+        let cutoff = start + DAY + 5 * HOUR + 17;
+        let (old, rest): (Vec<StoredEvent>, Vec<StoredEvent>) = events.iter().cloned().partition(|e| e.ts_ms < cutoff);
+        for ev in &old {
+            views.apply(ev, Sign::Sub);
+        }
+        let rebuilt = build(&rest);
+        assert_eq!(views, rebuilt);
+        let mut scan = VecScan::new(&rest);
+        for range in [TimeRange::ALL, TimeRange::new(start, start + 3 * DAY), TimeRange::new(cutoff + 12_345, start + 2 * DAY + 7)] {
+            assert_eq!(views.summary(range, &mut scan), naive_summary(&rest, range));
+            for group in Group::ALL {
+                assert_eq!(views.breakdown(group, range, &mut scan), naive_breakdown(&rest, group, range), "{group:?} {range:?}");
+            }
+        }
+        // Rebuilding in reverse order gives the same views too.
+        let mut reversed = rest.clone();
+        reversed.reverse();
+        assert_eq!(build(&reversed), views);
+        assert!(views.heap_bytes() < build(&events).heap_bytes());
+    }
+
+    #[test]
+    fn extreme_inputs_do_not_panic() {
+        let mut events = Vec::new();
+        for (i, ts) in [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX].into_iter().enumerate() {
+            let mut ev = simple(i as u64, ts, i as u32, u32::MAX);
+            ev.tokens = Tokens::from_array([u64::MAX / 2; 6]);
+            ev.ttft_ms = Some(u32::MAX);
+            events.push(ev);
+        }
+        let mut views = build(&events);
+        let mut scan = VecScan::new(&events);
+        for range in [TimeRange::ALL, TimeRange::new(i64::MIN, 0), TimeRange::new(-5, i64::MAX), TimeRange::new(i64::MAX - 1, i64::MAX)] {
+            assert_eq!(views.summary(range, &mut scan).agg.calls, naive_summary(&events, range).agg.calls);
+            for group in Group::ALL {
+                assert_eq!(views.breakdown(group, range, &mut scan).len(), naive_breakdown(&events, group, range).len());
+            }
+            for g in [Granularity::Minute, Granularity::Month] {
+                let _ = views.trend(range, g, tz("America/New_York"), &mut scan);
+            }
+        }
+        let recent = TimeRange::new(-3 * DAY, 3 * DAY);
+        let trend = views.trend(recent, Granularity::Day, tz("Pacific/Kiritimati"), &mut scan).unwrap();
+        assert_eq!(trend.iter().map(|b| b.agg.calls).sum::<u64>(), 3);
+        assert_eq!(views.time_bounds(), Some((i64::MIN, i64::MAX)));
+        for ev in &events {
+            views.apply(ev, Sign::Sub);
+        }
+        assert_eq!(views, Views::new());
+    }
+
+    #[test]
+    fn agg_helpers() {
+        let a = Agg { calls: 4, errors: 1, tokens: [1, 2, 3, 4, 5, 6], latency_sum_ms: 100, ttft_sum_ms: 30, ttft_calls: 2, ..Agg::default() };
+        assert_eq!(a.total_tokens(), 21);
+        assert_eq!(a.success_rate(), Some(0.75));
+        assert_eq!(a.avg_latency_ms(), Some(25.0));
+        assert_eq!(a.avg_ttft_ms(), Some(15.0));
+        assert!(!a.is_zero());
+        assert_eq!(Agg::default().success_rate(), None);
+        assert_eq!(Agg::default().avg_ttft_ms(), None);
+        let ev = simple(0, 0, 6, 40);
+        let mut b = a.clone();
+        b.add_event(&ev, Sign::Add);
+        assert_eq!(b.calls, 5);
+        assert_eq!(b.quality_calls[2], 1);
+        b.add_event(&ev, Sign::Sub);
+        assert_eq!(b, a);
     }
 }

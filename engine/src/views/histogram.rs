@@ -217,7 +217,7 @@ impl DenseKeys {
 }
 
 /// An entry of a packed run histogram: a key (< 512) and a count of at most `COUNT_MAX`.
-pub trait Packed: Copy + Eq {
+pub trait Packed: Copy + Eq + std::fmt::Debug {
     const COUNT_MAX: u32;
     fn pack(key: usize, count: u32) -> Self;
     fn key(self) -> usize;
@@ -259,9 +259,15 @@ impl Packed for u32 {
 }
 
 /// Sorted canonical runs of packed entries (see the module doc).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunHist<E: Packed> {
     entries: Vec<E>,
+}
+
+impl<E: Packed> Default for RunHist<E> {
+    fn default() -> RunHist<E> {
+        RunHist { entries: Vec::new() }
+    }
 }
 
 impl<E: Packed> RunHist<E> {
@@ -314,7 +320,7 @@ impl<E: Packed> RunHist<E> {
     pub fn add_to(&self, dense: &mut [u64; KEYS]) {
         for e in &self.entries {
             let slot = &mut dense[e.key()];
-            *slot = slot.saturating_add(e.count() as u64);
+            *slot = slot.wrapping_add(e.count() as u64);
         }
     }
 
@@ -325,7 +331,7 @@ impl<E: Packed> RunHist<E> {
             let first = *self.entries.get(i)?;
             let mut total = 0u64;
             while i < self.entries.len() && self.entries[i].key() == first.key() {
-                total += self.entries[i].count() as u64;
+                total = total.wrapping_add(self.entries[i].count() as u64);
                 i += 1;
             }
             Some((first.key(), total))
@@ -341,77 +347,121 @@ impl<E: Packed> RunHist<E> {
     }
 }
 
-/// The histogram of an hour slot: sparse while few keys are in use, dense after.
+/// The histogram of a time slot: dense while the slot is being appended to (or busy), else
+/// sorted runs.
 #[derive(Clone, Debug)]
-pub enum HourHist {
-    Sparse(RunHist<u32>),
+pub enum SlotHist<E: Packed> {
+    Runs(RunHist<E>),
     Dense(Box<[u64; KEYS]>),
 }
 
-/// Above this many entries the dense form (3840 bytes) is both faster and not much bigger.
-const HOUR_SPARSE_MAX: usize = 128;
-
-impl Default for HourHist {
-    fn default() -> HourHist {
-        HourHist::Sparse(RunHist::default())
+impl<E: Packed> Default for SlotHist<E> {
+    fn default() -> SlotHist<E> {
+        SlotHist::Runs(RunHist::default())
     }
 }
 
-impl HourHist {
+impl<E: Packed> SlotHist<E> {
+    pub fn dense() -> SlotHist<E> {
+        SlotHist::Dense(Box::new([0; KEYS]))
+    }
+
+    /// Counts a key; runs longer than `dense_above` entries turn dense, where an update costs
+    /// no search and no shifting.
     #[inline]
-    pub fn add(&mut self, key: usize, sign: Sign) {
+    pub fn add(&mut self, key: usize, sign: Sign, dense_above: usize) {
         match self {
-            HourHist::Dense(d) => match sign {
-                Sign::Add => d[key] = d[key].saturating_add(1),
+            SlotHist::Dense(d) => match sign {
+                Sign::Add => d[key] = d[key].wrapping_add(1),
                 Sign::Sub => {
                     debug_assert!(d[key] > 0, "histogram cell: removing a value never recorded");
-                    d[key] = d[key].saturating_sub(1);
+                    d[key] = d[key].wrapping_sub(1);
                 }
             },
-            HourHist::Sparse(s) => {
-                s.add(key, sign);
-                if s.len() > HOUR_SPARSE_MAX {
-                    let mut d = Box::new([0u64; KEYS]);
-                    s.add_to(&mut d);
-                    *self = HourHist::Dense(d);
+            SlotHist::Runs(runs) => {
+                runs.add(key, sign);
+                if runs.len() > dense_above {
+                    self.make_dense();
                 }
             }
+        }
+    }
+
+    pub fn make_dense(&mut self) {
+        if let SlotHist::Runs(runs) = self {
+            let mut d = Box::new([0u64; KEYS]);
+            runs.add_to(&mut d);
+            *self = SlotHist::Dense(d);
+        }
+    }
+
+    /// Turns dense counters back into runs when they need at most `runs_max` entries.
+    pub fn compact(&mut self, runs_max: usize) {
+        let SlotHist::Dense(d) = self else { return };
+        let max = u64::from(E::COUNT_MAX);
+        let mut runs = Vec::with_capacity(64);
+        for (key, &count) in d.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let mut left = count;
+            while left > 0 {
+                let n = left.min(max);
+                runs.push(E::pack(key, n as u32));
+                left -= n;
+            }
+            if runs.len() > runs_max {
+                return;
+            }
+        }
+        runs.shrink_to_fit();
+        *self = SlotHist::Runs(RunHist { entries: runs });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            SlotHist::Dense(d) => d.iter().all(|c| *c == 0),
+            SlotHist::Runs(r) => r.is_empty(),
         }
     }
 
     pub fn add_to(&self, dense: &mut [u64; KEYS]) {
         match self {
-            HourHist::Dense(d) => {
+            SlotHist::Dense(d) => {
                 for (a, b) in dense.iter_mut().zip(d.iter()) {
-                    *a = a.saturating_add(*b);
+                    *a = a.wrapping_add(*b);
                 }
             }
-            HourHist::Sparse(s) => s.add_to(dense),
+            SlotHist::Runs(r) => r.add_to(dense),
         }
     }
 
     fn totals(&self) -> Box<dyn Iterator<Item = (usize, u64)> + '_> {
         match self {
-            HourHist::Dense(d) => {
-                Box::new(d.iter().enumerate().filter(|(_, c)| **c != 0).map(|(k, c)| (k, *c)))
-            }
-            HourHist::Sparse(s) => Box::new(s.totals()),
+            SlotHist::Dense(d) => Box::new(d.iter().enumerate().filter(|(_, c)| **c != 0).map(|(k, c)| (k, *c))),
+            SlotHist::Runs(r) => Box::new(r.totals()),
+        }
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        if let SlotHist::Runs(r) = self {
+            r.shrink_to_fit();
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
         match self {
-            HourHist::Dense(_) => KEYS * 8,
-            HourHist::Sparse(s) => s.heap_bytes(),
+            SlotHist::Dense(_) => KEYS * 8,
+            SlotHist::Runs(r) => r.heap_bytes(),
         }
     }
 }
 
 /// Equal when the counts are, whichever form holds them.
-impl PartialEq for HourHist {
-    fn eq(&self, other: &HourHist) -> bool {
+impl<E: Packed> PartialEq for SlotHist<E> {
+    fn eq(&self, other: &SlotHist<E>) -> bool {
         match (self, other) {
-            (HourHist::Sparse(a), HourHist::Sparse(b)) => a == b,
+            (SlotHist::Runs(a), SlotHist::Runs(b)) => a == b,
             _ => self.totals().eq(other.totals()),
         }
     }
