@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokenboard_benches::{bench_options, dataset, dataset_events, DAYS, START_MS};
-use tokenboard_engine::{Engine, Granularity, Group, LogFilter, StatusFilter, TimeRange};
+use tokenboard_engine::{Engine, Granularity, Group, LogFilter, StatusFilter, TimeRange, TopBy};
 
 fn query(c: &mut Criterion) {
     let n = dataset_events();
@@ -21,12 +21,7 @@ fn query(c: &mut Criterion) {
     g.bench_function("totals_7d_shanghai", |b| b.iter(|| e.summary(week_shanghai)));
     g.bench_function("per_model_all", |b| b.iter(|| e.breakdown(Group::Model, all)));
     g.bench_function("per_model_7d_shanghai", |b| b.iter(|| e.breakdown(Group::Model, week_shanghai)));
-    let top10 = |range| {
-        let mut keys = e.breakdown(Group::Key, range);
-        keys.sort_unstable_by_key(|(_, a)| std::cmp::Reverse(a.total_tokens()));
-        keys.truncate(10);
-        keys
-    };
+    let top10 = |range| e.top(Group::Key, range, 10, TopBy::Tokens);
     g.bench_function("top10_keys_all", |b| b.iter(|| top10(all)));
     g.bench_function("top10_keys_7d_shanghai", |b| b.iter(|| top10(week_shanghai)));
     g.bench_function("trend_30d_hourly_shanghai", |b| b.iter(|| e.trend(month, Granularity::Hour, tz).unwrap()));

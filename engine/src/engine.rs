@@ -62,6 +62,13 @@ pub enum Durability {
     Never,
 }
 
+/// What `Engine::top` ranks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopBy {
+    Calls,
+    Tokens,
+}
+
 /// Retention limits; each `None` means no limit of that kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Retention {
@@ -612,6 +619,8 @@ impl Engine {
         let mut keep: Vec<bool> = Vec::with_capacity(events.len());
         let mut batch_ids: rustc_hash::FxHashSet<u128> = Default::default();
         let mut duplicates = 0;
+        let mut previous: Option<&NewEvent> = None;
+        let mut prev_index = 0;
         for ev in events {
             let is_new = match &ev.event_id {
                 Some(id) => {
@@ -627,8 +636,18 @@ impl Engine {
                 // The key first, then the other dimensions in order: the order in which a segment's
                 // dictionary defines them, so a rebuild interns every string to the same symbol.
                 for i in KEY_FIRST_ORDER {
-                    dims[i] = st.interner.intern(&ev.dims[i]).ok_or(Error::InternerFull { max: STRINGS_MAX })?;
+                    let value = ev.dims[i].as_str();
+                    dims[i] = if value.is_empty() {
+                        Sym::EMPTY
+                    } else if let Some(prev) = previous.filter(|p: &&NewEvent| p.dims[i] == value) {
+                        // Neighbours in a batch often share a value: skip the hash lookup.
+                        dims_of[prev_index][i]
+                    } else {
+                        st.interner.intern(value).ok_or(Error::InternerFull { max: STRINGS_MAX })?
+                    };
                 }
+                previous = Some(ev);
+                prev_index = dims_of.len();
             }
             dims_of.push(dims);
         }
@@ -851,6 +870,26 @@ impl Engine {
     pub fn breakdown(&self, group: Group, range: TimeRange) -> Vec<(u32, crate::views::Agg)> {
         let st = self.read();
         st.views.breakdown(group, range, &mut SegmentScan { st: &st })
+    }
+
+    /// The `limit` groups with the most calls (or tokens), largest first, and everything else summed.
+    pub fn top(&self, group: Group, range: TimeRange, limit: usize, by: TopBy) -> (Vec<(u32, crate::views::Agg)>, crate::views::Agg) {
+        let mut all = self.breakdown(group, range);
+        let weight = |a: &crate::views::Agg| match by {
+            TopBy::Calls => (a.calls, a.total_tokens()),
+            TopBy::Tokens => (a.total_tokens(), a.calls),
+        };
+        let mut other = crate::views::Agg::default();
+        if all.len() > limit {
+            if limit > 0 {
+                all.select_nth_unstable_by(limit - 1, |(ka, a), (kb, b)| weight(b).cmp(&weight(a)).then(ka.cmp(kb)));
+            }
+            for (_, a) in all.drain(limit..) {
+                other.merge(&a);
+            }
+        }
+        all.sort_unstable_by(|(ka, a), (kb, b)| weight(b).cmp(&weight(a)).then(ka.cmp(kb)));
+        (all, other)
     }
 
     pub fn trend(&self, range: TimeRange, granularity: Granularity, tz: chrono_tz::Tz) -> Result<Vec<TrendBucket>> {

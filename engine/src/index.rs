@@ -3,6 +3,7 @@
 //! Invariants and limits:
 //! - Low-cardinality dimensions (model, endpoint, provider, credential, status code) have one
 //!   roaring bitmap per value over the segment's sequence deltas: exact candidates.
+//! - Failed calls have one bitmap over sequence deltas, so "errors of model X" is an AND.
 //! - Client keys (thousands of values) have one bitmap per key over *block numbers* (a block is
 //!   `BLOCK_EVENTS` consecutive sequence deltas): about 2 B per event instead of ~8, at the price of
 //!   decoding a block to find the key's events in it (see `shared/reference/storage.md`, Indexes).
@@ -25,6 +26,7 @@ struct TailEntry {
     dims: [Sym; INDEXED_DIMS.len()],
     key: Sym,
     status: u16,
+    success: bool,
 }
 
 /// Events buffered before a bulk fold into the bitmaps: one roaring container's worth, so the
@@ -35,6 +37,8 @@ const TAIL_EVENTS_MAX: usize = 1 << 16;
 pub struct SegmentIndex {
     by_dim: [FxHashMap<Sym, RoaringBitmap>; INDEXED_DIMS.len()],
     by_status: FxHashMap<u16, RoaringBitmap>,
+    /// Calls that did not succeed (a 200 can fail too, e.g. a stream cut short).
+    failed: RoaringBitmap,
     key_blocks: FxHashMap<Sym, RoaringBitmap>,
     /// The newest events, not yet in the bitmaps: appending is a `Vec` push, and the bitmaps are
     /// built in bulk from sorted runs (roaring's per-value insert costs ~20 ns, ×6 per event).
@@ -53,7 +57,7 @@ impl SegmentIndex {
         for (i, dim) in INDEXED_DIMS.iter().enumerate() {
             dims[i] = ev.dim(*dim);
         }
-        self.tail.push(TailEntry { seq_delta, dims, key: ev.dim(Dim::Key), status: ev.status });
+        self.tail.push(TailEntry { seq_delta, dims, key: ev.dim(Dim::Key), status: ev.status, success: ev.success });
     }
 
     /// Moves the buffered events into the bitmaps.
@@ -78,6 +82,7 @@ impl SegmentIndex {
         for (status, deltas) in runs.drain() {
             append_sorted(self.by_status.entry(status as u16).or_default(), deltas);
         }
+        append_sorted(&mut self.failed, tail.iter().filter(|e| !e.success).map(|e| e.seq_delta).collect());
         for e in &tail {
             let blocks = runs.entry(e.key.0 as u64).or_default();
             let block = e.seq_delta / BLOCK_EVENTS;
@@ -109,6 +114,7 @@ impl SegmentIndex {
             b.optimize();
         });
         self.key_blocks.shrink_to_fit();
+        self.failed.optimize();
     }
 
     /// Folds the buffer (after a rebuild, so a sealed or reopened segment starts lean).
@@ -125,7 +131,8 @@ impl SegmentIndex {
                 && match filter.status {
                     Some(StatusFilter::Code(c)) => e.status == c,
                     Some(StatusFilter::Class(c)) => crate::event::status_class(e.status) == c,
-                    _ => true,
+                    Some(StatusFilter::Errors) => !e.success,
+                    None => true,
                 }
         };
         RoaringBitmap::from_sorted_iter(self.tail.iter().filter(|e| matches(e)).map(|e| e.seq_delta))
@@ -151,7 +158,7 @@ impl SegmentIndex {
             n += m.values().map(|b| b.serialized_size() + 16).sum::<usize>();
         }
         n += self.by_status.capacity() * 40 + self.by_status.values().map(|b| b.serialized_size() + 16).sum::<usize>();
-        n + self.tail.capacity() * std::mem::size_of::<TailEntry>()
+        n + self.failed.serialized_size() + self.tail.capacity() * std::mem::size_of::<TailEntry>()
     }
 }
 
@@ -263,9 +270,8 @@ fn folded_candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap>
             }
             and(Some(&u));
         }
-        // Success is not indexed; statuses of failed calls are few, but 200s can fail too (a
-        // stream cut short), so errors are filtered while decoding.
-        Some(StatusFilter::Errors) | None => {}
+        Some(StatusFilter::Errors) => and(Some(&seg.index.failed)),
+        None => {}
     }
     acc
 }

@@ -16,7 +16,7 @@ pub mod views;
 
 pub use engine::{
     AppendOutcome, Clock, Durability, Engine, EngineOptions, EngineStatus, IoFaults, LogPage, RecoveryIssue,
-    RecoveryIssueKind, RecoveryReport, Retention, RetentionReport, system_clock_ms,
+    RecoveryIssueKind, RecoveryReport, Retention, RetentionReport, TopBy, system_clock_ms,
 };
 pub use error::{Error, Result};
 pub use event::{Dim, FieldError, NewEvent, Quality, StoredEvent, Sym, Tokens};

@@ -1,42 +1,60 @@
-//! Materialised views over usage events: totals, latency histograms, per-group breakdowns and
-//! time-zone-aware trends, kept in memory and updated on every append.
+//! Materialised views over usage events: totals, latency and TTFT histograms, per-group
+//! breakdowns and time-zone-aware trends, kept in memory, updated on every append
+//! (`Sign::Add`) and when retention drops whole old segments (`Sign::Sub` of exactly the events
+//! that were added).
 //!
 //! # Layout
-//! - Per UTC day with data, a [`DayBlock`]: 1440 minute slots (allocated only when the minute has
-//!   events), each with an [`Agg`] and a compact latency + TTFT histogram; 24 hour slots with the
-//!   same totals (dense histogram once busy) plus the breakdown cells of Model, Endpoint,
-//!   Provider, Credential and StatusClass; and the day's Key cells. Days live in a `Vec` sorted
-//!   by day number; the index of the last-touched day is cached, so in-order appends do no
-//!   search.
-//! - All-time cells per group, for breakdowns over all data.
+//! - Per UTC day with data, a `DayBlock`:
+//!   - 1440 minute slots, allocated only for minutes with events, each an aggregate plus the
+//!     minute's latency + TTFT histogram (sorted runs of packed bin counts; dense while the
+//!     minute is among the last few appended to);
+//!   - 24 hour slots with the same totals plus the breakdown cells of Model, Endpoint,
+//!     Provider, Credential and StatusClass;
+//!   - the day's Key cells (Key has ~10k values, so it gets daily cells only).
 //!
-//! Summaries and trends are exact from the cells for any minute-aligned range (hours are used
-//! wherever a whole UTC hour fits). Breakdowns are exact from the cells for whole UTC hours
-//! (whole UTC days for Key). Whatever the cells cannot answer comes from [`EdgeScan`]:
-//! - summary / trend: the occupied UTC minutes that contain a range end or bucket boundary which
-//!   is not minute-aligned (adjacent ones coalesced), clipped to the requested range;
+//!   Days live in a `Vec` sorted by day number; the last-touched position is cached, so
+//!   in-order appends do no search.
+//! - All-time cells: per hourly group, the sum of the frozen hours (hot hours are added at
+//!   query time); for Key, every key's all-time cell, next to which the key's latest-day cells
+//!   sit "inline", so an in-order append touches one small Key entry (`cells::KeyTotals`).
+//! - Hot and frozen: the cells of periods being written are hash maps; a period nothing was
+//!   applied to for a while is frozen into sorted `Vec`s (hours) or varint-packed bytes (Key
+//!   days), about a half and a quarter of the memory. Frozen cells still take writes.
+//!
+//! # Exactness and [`EdgeScan`]
+//! Summaries and trends are exact from the cells for any minute-aligned range (whole UTC
+//! hours are read from the hour slots), in any zone whose offsets are whole minutes.
+//! Breakdowns are exact from the cells for whole UTC hours (whole UTC days for Key). The rest
+//! comes from the `EdgeScan`, which is asked only for:
+//! - summary / trend: the UTC minutes holding events that contain the range ends or a bucket
+//!   boundary not on a minute (adjacent ones in one call), clipped to the range;
 //! - breakdown: the partial UTC hours (days for Key) at both ends of the range, narrowed to the
-//!   span of occupied minutes and clipped to the range. A range with `from ≤ min ts` and
-//!   `to > max ts` needs no scan at all.
+//!   minutes holding events and clipped to the range; nothing when `from ≤ min ts` and
+//!   `to > max ts` (the all-time cells answer).
+//!
+//! # Histograms
+//! Values below 16 ms have a bin each; above, each power of two is split into 8 equal bins, so
+//! the `u32` range takes 240 bins. A quantile reports the middle of its bin, within 6.25 % of
+//! the true value (`histogram.rs` has the arithmetic).
 //!
 //! # Invariants
-//! - Every count is additive: `apply(ev, Add)` then `apply(ev, Sub)` restores the previous state,
-//!   and cells, slots and days whose counts return to zero are removed. Views that saw the same
-//!   multiset of events compare equal, in whatever order and whether or not some events were
-//!   added and later removed. Caches (the day cursor, which maps are hot, the first/last offsets
-//!   behind [`Views::time_bounds`]) and capacities take no part in equality.
-//! - `Sign::Sub` is only ever given events that were added; anything else is a caller bug, caught
-//!   by `debug_assert!` and otherwise absorbed with saturating arithmetic (never a panic).
+//! - Cells, slots and days whose counts return to zero are removed, and equality compares
+//!   content only: views that saw the same multiset of events are equal whatever the order and
+//!   whether or not other events were added and removed in between. Caches (the day cursor,
+//!   hot or frozen or inline forms, dense minutes, the offsets behind
+//!   [`Views::time_bounds`]) and capacities take no part.
+//! - Internal sums are modulo 2^64, so adding and removing are exact inverses in any order.
+//!   Removing an event that was never added is a caller bug: `debug_assert!` catches it; in
+//!   release it is absorbed without a panic (the views are then wrong, not broken).
 //!
 //! # Limits
-//! - The Key breakdown keeps calls, errors, tokens and latency sum only; its `Agg`s have zero
-//!   TTFT, stream and quality counters.
-//! - [`Views::time_bounds`] is exact while only adds happened. A `Sub` that removes the first
-//!   (last) event of a minute which keeps other events leaves the bound at the removed event, so
-//!   it may then be up to a minute too wide; it is never too narrow.
-//! - Trends are clamped to ±3·10^18 ms (about ±95 000 years) and return at most
-//!   [`MAX_TREND_BUCKETS`] buckets.
-//! - Histograms: see [`Histogram`]; quantiles are within 6.25 % of the true value.
+//! - Key breakdowns carry calls, errors, tokens and latency sum only; the TTFT, stream and
+//!   quality counters of their `Agg`s are zero.
+//! - [`Views::time_bounds`] is exact while nothing was removed. Removing the first (last) event
+//!   of a minute that keeps other events leaves that bound where it was, up to a minute too
+//!   wide, never too narrow.
+//! - Trends cover at most ±3·10^15 ms around the epoch (about ±95 000 years) and at most
+//!   [`MAX_TREND_BUCKETS`] buckets. Sums beyond 2^64 wrap.
 
 #[path = "views/calendar.rs"]
 mod calendar;
@@ -50,7 +68,7 @@ pub use histogram::{BINS as HISTOGRAM_BINS, Histogram, bin_of as histogram_bin_o
 use rustc_hash::FxHashMap;
 
 use crate::event::{Dim, StoredEvent, status_class};
-use cells::{AggCell, Cell, CellMap, KeyCell, KeyMap, KeyTotals, OrderedMap, SortedAcc};
+use cells::{AggCell, Cell, CellMap, HotCells, KeyCell, KeyMap, KeyTotals, OrderedMap, SortedAcc};
 use histogram::{BINS, DenseKeys, KEYS, SlotHist, bin_of};
 
 /// The most buckets one trend returns.
@@ -274,8 +292,8 @@ pub struct TrendBucket {
 
 /// Supplies raw events for the parts of a range the cells cannot answer exactly.
 pub trait EdgeScan {
-    /// Calls `f` with at least every held event whose ts lies in `range`. It may also pass
-    /// events outside `range` (whole blocks, say); the views filter by ts themselves.
+    /// Calls `f` once with every held event whose ts lies in `range`. It may also pass events
+    /// outside `range` (whole blocks, say); the views filter by ts themselves.
     fn scan(&mut self, range: TimeRange, f: &mut dyn FnMut(&StoredEvent));
 }
 
@@ -320,6 +338,8 @@ struct HourSlot {
     groups: [CellMap<AggCell>; 5],
     /// Frozen: the group cells are sorted and counted in `Views::frozen_totals`.
     frozen: bool,
+    /// `Views::applies` when last touched (a cache).
+    last_touch: u64,
 }
 
 impl PartialEq for HourSlot {
@@ -337,6 +357,8 @@ struct DayBlock {
     minutes: Box<[Option<Box<MinuteSlot>>]>,
     hours: [Option<Box<HourSlot>>; HOURS_PER_DAY],
     keys: KeyMap,
+    /// `Views::applies` when last touched (a cache).
+    last_touch: u64,
 }
 
 /// Key cells are compared by `Views`, since some may be inline in `Views::key_totals`.
@@ -354,6 +376,7 @@ impl DayBlock {
             minutes: (0..MINUTES_PER_DAY).map(|_| None).collect(),
             hours: std::array::from_fn(|_| None),
             keys: KeyMap::default(),
+            last_touch: 0,
         }
     }
 
@@ -378,11 +401,6 @@ impl DayBlock {
             agg.merge(&slot.agg);
             slot.hist.add_to(hist);
         }
-    }
-
-    fn minute_mut(&mut self, minute_index: i64) -> Option<&mut MinuteSlot> {
-        let minute = minute_index - self.day * MINUTES_PER_DAY as i64;
-        self.minutes.get_mut(usize::try_from(minute).ok()?)?.as_deref_mut()
     }
 
     fn heap_bytes(&self) -> usize {
@@ -438,8 +456,15 @@ enum HotPeriod {
     Day(i64),
 }
 
-/// Past this many hot periods the old ones are frozen without waiting for the next hour.
+/// Hot periods untouched for this many `apply` calls are frozen. Recency of use, not of time,
+/// decides, so one far-future event cannot make the current hour look old.
+const IDLE_APPLIES: u64 = if cfg!(test) { 40 } else { 16_384 };
+/// How often (in `apply` calls) idle hot periods are looked for.
+const FREEZE_CHECK_EVERY: u64 = if cfg!(test) { 16 } else { 1024 };
+/// Past this many hot periods the check runs at once.
 const HOT_PERIODS_MAX: usize = 32;
+/// Minutes whose histogram is kept dense: the most recently added-to ones.
+const DENSE_MINUTES: usize = 4;
 
 /// The materialised views.
 pub struct Views {
@@ -452,14 +477,13 @@ pub struct Views {
     /// case, pay for no all-time update.
     frozen_totals: [OrderedMap<AggCell>; 5],
     /// All-time Key cells, kept eagerly (Key has too many keys to sum hot days per query),
-    /// with the newest day's Key cells inline.
+    /// with each key's latest day's cells inline.
     key_totals: KeyTotals,
-    /// The latest hour index an added event fell in; periods ending more than an hour before
-    /// it are frozen.
-    newest_hour: i64,
-    /// The latest minute index an added event fell in; only its slot keeps a dense histogram
-    /// on purpose (appends there cost no search).
-    newest_minute: i64,
+    /// `apply` calls so far: the clock of "recently touched".
+    applies: u64,
+    /// Minute indices (UTC minutes since the epoch) most recently added to, most recent first;
+    /// their slots keep dense histograms, where appends cost no search.
+    dense_minutes: [i64; DENSE_MINUTES],
     /// Every hour with unfrozen cells, and every day with a hot Key map.
     hot: Vec<HotPeriod>,
 }
@@ -510,8 +534,8 @@ impl Views {
             cursor: 0,
             frozen_totals: Default::default(),
             key_totals: KeyTotals::default(),
-            newest_hour: i64::MIN,
-            newest_minute: i64::MIN,
+            applies: 0,
+            dense_minutes: [i64::MIN; DENSE_MINUTES],
             hot: Vec::new(),
         }
     }
@@ -532,24 +556,14 @@ impl Views {
         let group_keys = HOURLY_GROUPS.map(|g| g.key_of(ev));
         let key = ev.dim(Dim::Key).0;
 
-        if sign == Sign::Add {
-            if minute_index > self.newest_minute {
-                let previous = self.newest_minute;
-                self.newest_minute = minute_index;
-                if let Some(pos) = self.day_position(previous.div_euclid(MINUTES_PER_DAY as i64)) {
-                    if let Some(slot) = self.days[pos].minute_mut(previous) {
-                        slot.hist.compact(MINUTE_RUNS_MAX);
-                    }
-                }
-            }
-            if hour_index > self.newest_hour {
-                self.newest_hour = hour_index;
-                if !self.hot.is_empty() {
-                    self.freeze_old();
-                }
-            }
+        self.applies = self.applies.wrapping_add(1);
+        if self.applies.is_multiple_of(FREEZE_CHECK_EVERY) && !self.hot.is_empty() {
+            self.freeze_idle();
         }
-        let recent = hour_index >= self.newest_hour.saturating_sub(1);
+        if sign == Sign::Add && self.dense_minutes[0] != minute_index {
+            self.touch_dense_minute(minute_index);
+        }
+        let now = self.applies;
 
         let mut turned_hot: [Option<HotPeriod>; 3] = [None; 3];
         let pos = match sign {
@@ -578,7 +592,7 @@ impl Views {
                 slot.last_offset_ms = slot.last_offset_ms.max(offset_ms);
             }
             (empty @ None, Sign::Add) => {
-                let dense = minute_index == self.newest_minute;
+                let dense = self.dense_minutes.contains(&minute_index);
                 *empty = Some(Box::new(MinuteSlot {
                     agg: delta,
                     hist: if dense { SlotHist::dense() } else { SlotHist::default() },
@@ -600,18 +614,19 @@ impl Views {
         }
 
         // Hour slot.
+        block.last_touch = now;
         if block.hours[hour].is_none() && sign == Sign::Add {
             block.hours[hour] = Some(Box::new(HourSlot {
                 agg: AggCell::default(),
-                hist: if recent { SlotHist::dense() } else { SlotHist::default() },
-                groups: std::array::from_fn(|_| CellMap::new(recent)),
-                frozen: !recent,
+                hist: SlotHist::dense(),
+                groups: std::array::from_fn(|_| CellMap::new(true)),
+                frozen: false,
+                last_touch: now,
             }));
-            if recent {
-                turned_hot[0] = Some(HotPeriod::Hour(hour_index));
-            }
+            turned_hot[0] = Some(HotPeriod::Hour(hour_index));
         }
         if let Some(slot) = &mut block.hours[hour] {
+            slot.last_touch = now;
             match sign {
                 Sign::Add => slot.agg.merge(&delta),
                 Sign::Sub => slot.agg.unmerge(&delta),
@@ -648,10 +663,9 @@ impl Views {
         }
 
         // Key cells.
-        let newest_day = self.newest_hour.div_euclid(HOURS_PER_DAY as i64);
         let moved = match sign {
             Sign::Add => {
-                let outcome = self.key_totals.add(key, day, newest_day, &key_delta);
+                let outcome = self.key_totals.add(key, day, &key_delta);
                 if outcome.to_day && self.days[pos].keys.apply(key, &key_delta, Sign::Add) {
                     turned_hot[1] = Some(HotPeriod::Day(day));
                 }
@@ -709,41 +723,72 @@ impl Views {
             self.hot.push(period);
         }
         if self.hot.len() > HOT_PERIODS_MAX {
-            self.freeze_old();
+            self.freeze_idle();
         }
     }
 
-    /// Freezes the hot periods that ended more than an hour before the newest hour.
-    fn freeze_old(&mut self) {
-        let cutoff = self.newest_hour.saturating_sub(1);
+    /// Makes `minute_index` the most recent dense minute, compacting the one that drops out.
+    /// A minute older than all dense ones is left alone: late events then cost a search in the
+    /// runs, not a compaction and a densification.
+    fn touch_dense_minute(&mut self, minute_index: i64) {
+        let position = self.dense_minutes.iter().position(|m| *m == minute_index);
+        if position.is_none() && self.dense_minutes.iter().all(|m| *m > minute_index) {
+            return;
+        }
+        let at = position.unwrap_or(DENSE_MINUTES - 1);
+        let evicted = self.dense_minutes[at];
+        self.dense_minutes.copy_within(0..at, 1);
+        self.dense_minutes[0] = minute_index;
+        if evicted != minute_index
+            && let Some(slot) = self.minute_slot_mut(evicted)
+        {
+            slot.hist.compact(MINUTE_RUNS_MAX);
+        }
+        if let Some(slot) = self.minute_slot_mut(minute_index) {
+            slot.hist.make_dense();
+        }
+    }
+
+    fn minute_slot_mut(&mut self, minute_index: i64) -> Option<&mut MinuteSlot> {
+        let pos = self.day_position(minute_index.div_euclid(MINUTES_PER_DAY as i64))?;
+        let minute = minute_index.rem_euclid(MINUTES_PER_DAY as i64) as usize;
+        self.days[pos].minutes[minute].as_deref_mut()
+    }
+
+    /// Freezes the hot periods nothing was applied to in the last `IDLE_APPLIES` calls.
+    fn freeze_idle(&mut self) {
+        let idle_since = self.applies.saturating_sub(IDLE_APPLIES);
         let hot = std::mem::take(&mut self.hot);
         for period in hot {
+            let day = match period {
+                HotPeriod::Hour(hour_index) => hour_index.div_euclid(HOURS_PER_DAY as i64),
+                HotPeriod::Day(day) => day,
+            };
+            let Some(pos) = self.day_position(day) else { continue };
+            let block = &mut self.days[pos];
             match period {
-                HotPeriod::Hour(hour_index) if hour_index < cutoff => {
-                    let day = hour_index.div_euclid(HOURS_PER_DAY as i64);
+                HotPeriod::Hour(hour_index) => {
                     let hour = hour_index.rem_euclid(HOURS_PER_DAY as i64) as usize;
-                    let Some(pos) = self.day_position(day) else { continue };
-                    let block = &mut self.days[pos];
-                    if let Some(slot) = &mut block.hours[hour] {
-                        freeze_hour(slot, &mut self.frozen_totals);
+                    let Some(slot) = &mut block.hours[hour] else { continue };
+                    if slot.last_touch > idle_since {
+                        self.hot.push(period);
+                        continue;
                     }
+                    freeze_hour(slot, &mut self.frozen_totals);
                     for slot in block.minutes[hour * 60..(hour + 1) * 60].iter_mut().flatten() {
                         slot.hist.shrink_to_fit();
                     }
                 }
-                HotPeriod::Day(day) if day.saturating_mul(HOURS_PER_DAY as i64).saturating_add(23) < cutoff => {
-                    let inline = self.key_totals.take_inline(day);
-                    if let Some(pos) = self.day_position(day) {
-                        let keys = &mut self.days[pos].keys;
-                        for (key, cell) in &inline {
-                            keys.apply(*key, cell, Sign::Add);
-                        }
-                        keys.freeze();
-                    } else {
-                        debug_assert!(inline.is_empty(), "views: inline key cells of a day that is gone");
+                HotPeriod::Day(day) => {
+                    if block.last_touch > idle_since {
+                        self.hot.push(period);
+                        continue;
                     }
+                    for (key, cell) in self.key_totals.take_inline(day) {
+                        block.keys.apply(key, &cell, Sign::Add);
+                    }
+                    block.keys.freeze();
                 }
-                _ => self.hot.push(period),
             }
         }
     }
@@ -891,15 +936,17 @@ impl Views {
                 let mut acc = SortedAcc::new();
                 acc.merge_sorted(self.frozen_totals[g].sorted());
                 for period in &self.hot {
-                    if let HotPeriod::Hour(hour_index) = *period {
-                        if let Some(slot) = self.hour_slot(hour_index).filter(|s| !s.frozen) {
-                            slot.groups[g].merge_into(&mut acc);
-                        }
+                    if let HotPeriod::Hour(hour_index) = *period
+                        && let Some(slot) = self.hour_slot(hour_index).filter(|s| !s.frozen)
+                    {
+                        slot.groups[g].merge_into(&mut acc);
                     }
                 }
                 acc.into_aggs()
             }
-            None if covers_all => self.key_totals.sorted().map(|(k, c)| (k, c.to_agg())).collect(),
+            None if covers_all => {
+                self.key_totals.sorted().map(|(k, c)| (k, c.to_agg())).filter(|(_, a)| a.calls > 0).collect()
+            }
             Some(g) => self.breakdown_from_cells(
                 range,
                 HOUR_MS,
@@ -961,16 +1008,16 @@ impl Views {
         } else {
             [range, TimeRange::new(0, 0)]
         };
-        let mut edge_cells: FxHashMap<u32, C> = FxHashMap::default();
+        let mut edge_cells: HotCells<C> = HotCells::default();
         for edge in edges.into_iter().filter_map(|e| self.narrow_to_occupied(e)) {
             scan.scan(edge, &mut |ev: &StoredEvent| {
                 if edge.contains(ev.ts_ms) {
                     let (key, cell) = cell_of(ev);
-                    edge_cells.entry(key).or_default().merge(&cell);
+                    edge_cells.apply(key, &cell, Sign::Add);
                 }
             });
         }
-        acc.merge_map(edge_cells);
+        acc.merge_sorted(edge_cells.sorted().iter().map(|(k, c)| (*k, c)));
         acc.into_aggs()
     }
 
@@ -1128,13 +1175,13 @@ mod tests {
                 provider: 2,
                 credential: 40 + key % 5,
                 key,
-                status: if key % 4 == 0 { 500 } else { 200 },
-                success: key % 4 != 0,
-                stream: key % 2 == 0,
+                status: if key.is_multiple_of(4) { 500 } else { 200 },
+                success: !key.is_multiple_of(4),
+                stream: key.is_multiple_of(2),
                 quality: (key % 4) as u8,
                 tokens: [key as u64, 2, 3, 4, 5, 6],
                 latency_ms,
-                ttft_ms: (key % 2 == 0).then_some(latency_ms / 3),
+                ttft_ms: (key.is_multiple_of(2)).then_some(latency_ms / 3),
             },
         )
     }
@@ -1417,7 +1464,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
         #[test]
         fn views_match_a_naive_model(case in case_strategy()) {
@@ -1431,11 +1478,11 @@ mod tests {
                 views.apply(&all[next], Sign::Add);
                 present.push(all[next].clone());
                 next += 1;
-                if let Some((true, index)) = removals.next() {
-                    if !present.is_empty() {
-                        let gone = present.swap_remove(index.index(present.len()));
-                        views.apply(&gone, Sign::Sub);
-                    }
+                if let Some((true, index)) = removals.next()
+                    && !present.is_empty()
+                {
+                    let gone = present.swap_remove(index.index(present.len()));
+                    views.apply(&gone, Sign::Sub);
                 }
             }
             prop_assert_eq!(views.event_count(), present.len() as u64);
@@ -1839,5 +1886,24 @@ mod tests {
         assert_eq!(b.quality_calls[2], 1);
         b.add_event(&ev, Sign::Sub);
         assert_eq!(b, a);
+    }
+
+    #[test]
+    fn a_closure_is_an_edge_scan_and_views_are_shareable() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Views>();
+        let t = utc(2024, 1, 1, 0, 0, 0);
+        let events = vec![simple(0, t + 10, 1, 5), simple(1, t + 70_000, 2, 6), simple(2, t + 70_002, 3, 7)];
+        let views = build(&events);
+        let mut ranges = Vec::new();
+        let mut scan = |range: TimeRange, f: &mut dyn FnMut(&StoredEvent)| {
+            ranges.push(range);
+            events.iter().filter(|e| range.contains(e.ts_ms)).for_each(|e| f(e));
+        };
+        let s = views.summary(TimeRange::new(t + 5, t + 70_001), &mut scan);
+        assert_eq!(s.agg.calls, 2);
+        assert_eq!(s.agg.latency_sum_ms, 11);
+        // Both partial minutes are adjacent, so one scan reads them.
+        assert_eq!(ranges, [TimeRange::new(t + 5, t + 70_001)]);
     }
 }

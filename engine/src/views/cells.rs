@@ -1,11 +1,12 @@
-//! Breakdown cells: group key → additive cell maps in their hot (hash map) and frozen (sorted,
-//! or packed for the high-cardinality Key dimension) forms.
+//! Breakdown cells: group key → additive cell, in the forms the views keep them.
 //!
-//! Recent periods take writes, so their maps are hash maps. Once a period is old its map is
-//! frozen into a sorted `Vec` (hours) or a varint-packed byte string (Key days), which is about
-//! half (respectively a quarter) of the memory. A frozen map still takes writes: a sorted map in
-//! place, a packed one by thawing back into a hash map first. Equality is by content, never by
-//! form.
+//! - [`CellMap`] (hourly groups): hot, a [`HotCells`] (vector + hash index + direct-mapped
+//!   cache); frozen, a sorted `Vec`, about half the memory. A frozen map takes writes in place.
+//! - [`KeyMap`] (Key per day): hot, a hash map; frozen, varint-packed bytes, about a quarter of
+//!   the memory. A frozen map takes writes by thawing first.
+//! - [`KeyTotals`]: all-time Key cells with each key's latest-day cells inline.
+//!
+//! Equality is by content, never by form.
 
 use rustc_hash::FxHashMap;
 
@@ -229,7 +230,7 @@ impl<C: Cell> HotCells<C> {
     }
 
     #[inline(always)]
-    fn apply(&mut self, key: u32, delta: &C, sign: Sign) {
+    pub fn apply(&mut self, key: u32, delta: &C, sign: Sign) {
         match (self.position(key), sign) {
             (Some(i), Sign::Add) => self.cells[i].1.merge(delta),
             (None, Sign::Add) => {
@@ -256,7 +257,7 @@ impl<C: Cell> HotCells<C> {
         self.index.get(&key).and_then(|i| self.cells.get(*i as usize)).map(|(_, c)| c)
     }
 
-    fn sorted(&self) -> Vec<(u32, C)> {
+    pub fn sorted(&self) -> Vec<(u32, C)> {
         let mut v = self.cells.clone();
         v.sort_unstable_by_key(|(k, _)| *k);
         v
@@ -270,13 +271,14 @@ impl<C: Cell> HotCells<C> {
 /// Group key → cell, hot or sorted.
 #[derive(Clone, Debug)]
 pub enum CellMap<C> {
-    Hot(HotCells<C>),
+    /// Boxed: hours are mostly frozen, and the frozen form is small.
+    Hot(Box<HotCells<C>>),
     Sorted(Vec<(u32, C)>),
 }
 
 impl<C: Cell> CellMap<C> {
     pub fn new(hot: bool) -> CellMap<C> {
-        if hot { CellMap::Hot(HotCells::default()) } else { CellMap::Sorted(Vec::new()) }
+        if hot { CellMap::Hot(Box::default()) } else { CellMap::Sorted(Vec::new()) }
     }
 
     #[inline(always)]
@@ -307,7 +309,7 @@ impl<C: Cell> CellMap<C> {
 
     pub fn thaw(&mut self) {
         if let CellMap::Sorted(v) = self {
-            let mut hot = HotCells::default();
+            let mut hot = Box::<HotCells<C>>::default();
             for (key, cell) in v.drain(..) {
                 hot.apply(key, &cell, Sign::Add);
             }
@@ -343,7 +345,7 @@ impl<C: Cell> CellMap<C> {
 
     pub fn heap_bytes(&self) -> usize {
         match self {
-            CellMap::Hot(hot) => hot.heap_bytes(),
+            CellMap::Hot(hot) => size_of::<HotCells<C>>() + hot.heap_bytes(),
             CellMap::Sorted(v) => v.capacity() * size_of::<(u32, C)>(),
         }
     }
@@ -456,17 +458,6 @@ impl KeyMap {
         }
     }
 
-    pub fn is_hot(&self) -> bool {
-        matches!(self, KeyMap::Hot(_))
-    }
-
-    pub fn len(&self) -> usize {
-        match self {
-            KeyMap::Hot(m) => m.len(),
-            KeyMap::Packed(p) => p.len,
-        }
-    }
-
     /// The cells in key order.
     pub fn sorted(&self) -> Vec<(u32, KeyCell)> {
         match self {
@@ -519,14 +510,14 @@ impl<C: Cell> OrderedMap<C> {
         let before = self.map.len();
         apply_hot(&mut self.map, key, delta, sign);
         let after = self.map.len();
-        if after > before {
-            if let Err(i) = self.keys.binary_search(&key) {
-                self.keys.insert(i, key);
-            }
-        } else if after < before {
-            if let Ok(i) = self.keys.binary_search(&key) {
-                self.keys.remove(i);
-            }
+        if after > before
+            && let Err(i) = self.keys.binary_search(&key)
+        {
+            self.keys.insert(i, key);
+        } else if after < before
+            && let Ok(i) = self.keys.binary_search(&key)
+        {
+            self.keys.remove(i);
         }
     }
 
@@ -545,9 +536,9 @@ impl<C: Cell> PartialEq for OrderedMap<C> {
     }
 }
 
-/// The cells of a key inline in [`KeyTotals`]: what the key did on `day` (the newest day when
-/// it was set) that has not yet been moved into that day's [`KeyMap`]. 32-bit, to stay small:
-/// what would not fit goes to the day's map directly.
+/// The cells of a key inline in [`KeyTotals`]: what the key did on `day` (its latest day when
+/// set) that has not yet been moved into that day's [`KeyMap`]. 32-bit, to stay small: what
+/// would not fit goes to the day's map directly.
 #[derive(Clone, Copy, Debug, Default)]
 struct Inline {
     day: i32,
@@ -588,8 +579,8 @@ pub struct KeyOutcome {
     pub to_day: bool,
 }
 
-/// All-time Key cells. A key's all-time cell is `settled + inline`; an in-order append to the
-/// newest day touches only the key's small `Inline` (400 KB for 10k keys, so it stays in
+/// All-time Key cells. A key's all-time cell is `settled + inline`; an in-order append
+/// touches only the key's small `Inline` (400 KB for 10k keys, so it stays in
 /// cache) instead of two cells in two large hash maps (the day's and the all-time one). Inline
 /// cells move to their day when the key is next seen on a later day, when their day is
 /// frozen, and before a removal from their day. Keys are also kept sorted, so the all-time
@@ -642,26 +633,29 @@ impl KeyTotals {
         }
     }
 
-    /// Adds an event of `day`: inline when `day` is the newest day and it fits, else settled.
+    /// Adds an event of `day`: inline unless an inline day later than `day` is pending or the
+    /// sums would not fit, else settled.
     #[inline]
-    pub fn add(&mut self, key: u32, day: i64, newest_day: i64, delta: &KeyCell) -> KeyOutcome {
+    pub fn add(&mut self, key: u32, day: i64, delta: &KeyCell) -> KeyOutcome {
         let i = self.position_or_insert(key);
         let inline = &mut self.inline[i];
         let mut outcome = KeyOutcome { moved: None, to_day: false };
-        let Some(day32) = i32::try_from(day).ok().filter(|_| day == newest_day) else {
-            self.settled[i].merge(delta);
-            outcome.to_day = true;
-            return outcome;
+        let day32 = i32::try_from(day).ok();
+        let inlined = match day32 {
+            Some(d) if d == inline.day => inline.try_add(delta),
+            Some(d) if d > inline.day || inline.is_empty() => {
+                if !inline.is_empty() {
+                    // The key's first event of a later day: its previous day's cells settle.
+                    let moved = DayMove { day: i64::from(inline.day), cell: inline.cell() };
+                    self.settled[i].merge(&moved.cell);
+                    outcome.moved = Some(moved);
+                }
+                *inline = Inline { day: d, cell: [0; 9] };
+                inline.try_add(delta)
+            }
+            _ => false,
         };
-        if inline.day != day32 && !inline.is_empty() {
-            // The key's first event of a newer day: its previous day's cells settle there.
-            let moved = DayMove { day: i64::from(inline.day), cell: inline.cell() };
-            inline.cell = [0; 9];
-            self.settled[i].merge(&moved.cell);
-            outcome.moved = Some(moved);
-        }
-        inline.day = day32;
-        if !inline.try_add(delta) {
+        if !inlined {
             self.settled[i].merge(delta);
             outcome.to_day = true;
         }

@@ -7,11 +7,12 @@
 //! `lo + (w - 1) / 2`, so the distance to any value in the bin is at most `w / 2 = 2^(e-4)`,
 //! which is at most 1/16 = 6.25 % of the value.
 //!
-//! The time cells keep the latency and TTFT histograms of a slot together in one sorted list of
-//! packed `(key, count)` entries, where key = bin for latency and `BINS + bin` for TTFT. A key's
-//! total may exceed what one entry can count; it is then spread over a run of entries of which
-//! all but the last are full. That form is canonical (one total gives one run), so two lists
-//! holding the same counts are equal element by element.
+//! A time slot keeps its latency and TTFT histograms together as one [`SlotHist`] over 480
+//! keys (key = bin for latency, `BINS + bin` for TTFT): dense counters while the slot is being
+//! appended to or busy, else a sorted list of packed `(key, count)` entries. A key's total may
+//! exceed what one entry can count; it is then spread over a run of entries of which all but
+//! the last are full. That form is canonical (one total gives one run), so two lists holding
+//! the same counts are equal element by element.
 
 use super::Sign;
 
@@ -165,10 +166,6 @@ impl Histogram {
         let first = self.first;
         self.counts.iter().enumerate().filter(|(_, c)| **c != 0).map(move |(i, c)| (first + i, *c))
     }
-
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.counts.capacity() * 8
-    }
 }
 
 impl PartialEq for Histogram {
@@ -199,12 +196,6 @@ impl DenseKeys {
 
     pub fn clear(&mut self) {
         self.0.fill(0);
-    }
-
-    pub fn merge(&mut self, other: &DenseKeys) {
-        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
-            *a = a.saturating_add(*b);
-        }
     }
 
     pub fn latency(&self) -> Histogram {
