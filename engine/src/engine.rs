@@ -169,11 +169,10 @@ impl EngineOptions {
         if self.future_skew_max_ms < 0 {
             return bad("future_skew_max_ms", "must not be negative");
         }
-        if let Durability::Interval { every_ms } = self.durability {
-            if every_ms == 0 || every_ms > 60_000 {
+        if let Durability::Interval { every_ms } = self.durability
+            && (every_ms == 0 || every_ms > 60_000) {
                 return bad("durability", "interval must be between 1 ms and 60 s");
             }
-        }
         if self.subscriber_queue_max == 0 || self.batch_events_max == 0 {
             return bad("subscriber_queue_max", "limits must be positive");
         }
@@ -490,17 +489,15 @@ impl Engine {
             let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
                 seg.note_event(offset, &ev);
                 views.apply(&ev, Sign::Add);
-                if in_dedup_window {
-                    if let Some(id) = &ev.event_id {
+                if in_dedup_window
+                    && let Some(id) = &ev.event_id {
                         dedup.seen.insert(Dedup::hash(id), ev.seq);
                     }
-                }
             });
-            if let Some(first) = seg.first_seq {
-                if first > last_seq + 1 {
+            if let Some(first) = seg.first_seq
+                && first > last_seq + 1 {
                     report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
                 }
-            }
             for issue in outcome.issues {
                 report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
             }
@@ -639,7 +636,7 @@ impl Engine {
                     let value = ev.dims[i].as_str();
                     dims[i] = if value.is_empty() {
                         Sym::EMPTY
-                    } else if let Some(prev) = previous.filter(|p: &&NewEvent| p.dims[i] == value) {
+                    } else if previous.is_some_and(|p| p.dims[i] == value) {
                         // Neighbours in a batch often share a value: skip the hash lookup.
                         dims_of[prev_index][i]
                     } else {
@@ -680,12 +677,11 @@ impl Engine {
 
         // Write.
         let offset = st.live.committed_len;
-        if let Some(f) = &opts.faults {
-            if f.fail_write.load(Ordering::Relaxed) {
+        if let Some(f) = &opts.faults
+            && f.fail_write.load(Ordering::Relaxed) {
                 st.live.dict.truncate(n_strings, n_shapes);
                 return Err(Error::io("write", &st.live.path, std::io::Error::from_raw_os_error(libc::ENOSPC)));
             }
-        }
         if let Err(e) = st.live_file.write_all_at(&st.buf, offset) {
             st.live.dict.truncate(n_strings, n_shapes);
             let err = Error::io("write", &st.live.path, e);

@@ -229,11 +229,10 @@ impl NewEvent {
             ("error_message", &self.error_message, ERROR_MESSAGE_BYTES_MAX),
         ];
         for (field, value, max) in optional {
-            if let Some(v) = value {
-                if v.len() > max {
+            if let Some(v) = value
+                && v.len() > max {
                     return Err(too_long(field, v.len(), max));
                 }
-            }
         }
         if self.event_id.as_deref() == Some("") {
             return Err(FieldError { field: "event_id", message: "is empty".into() });

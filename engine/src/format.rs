@@ -31,7 +31,7 @@ pub const KIND_DICT: u8 = 2;
 pub const KIND_FLAG_BATCH_END: u8 = 0x80;
 
 const _: () = assert!(FRAME_HEADER_BYTES == 2 + 1 + 4 + 4);
-const _: () = assert!(SEGMENT_HEADER_BYTES % 8 == 0 && SEGMENT_HEADER_BYTES >= 36);
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(8) && SEGMENT_HEADER_BYTES >= 36);
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(KIND_EVENT & KIND_FLAG_BATCH_END == 0 && KIND_DICT & KIND_FLAG_BATCH_END == 0);
 

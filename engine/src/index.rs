@@ -193,39 +193,34 @@ impl LogFilter {
     }
 
     pub fn matches(&self, ev: &StoredEvent) -> bool {
-        if let Some(f) = self.from_ms {
-            if ev.ts_ms < f {
+        if let Some(f) = self.from_ms
+            && ev.ts_ms < f {
                 return false;
             }
-        }
-        if let Some(t) = self.to_ms {
-            if ev.ts_ms >= t {
+        if let Some(t) = self.to_ms
+            && ev.ts_ms >= t {
                 return false;
             }
-        }
         for (i, dim) in INDEXED_DIMS.iter().enumerate() {
-            if let Some(s) = self.dim_filters()[i] {
-                if ev.dim(*dim) != s {
+            if let Some(s) = self.dim_filters()[i]
+                && ev.dim(*dim) != s {
                     return false;
                 }
-            }
         }
-        if let Some(k) = self.key {
-            if ev.dim(Dim::Key) != k {
+        if let Some(k) = self.key
+            && ev.dim(Dim::Key) != k {
                 return false;
             }
-        }
         match self.status {
             Some(StatusFilter::Code(c)) if ev.status != c => return false,
             Some(StatusFilter::Class(c)) if ev.status_class() != c => return false,
             Some(StatusFilter::Errors) if ev.success => return false,
             _ => {}
         }
-        if let Some(m) = self.min_latency_ms {
-            if ev.latency_ms < m {
+        if let Some(m) = self.min_latency_ms
+            && ev.latency_ms < m {
                 return false;
             }
-        }
         true
     }
 

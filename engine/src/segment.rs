@@ -439,11 +439,10 @@ impl Segment {
             if h.seq_delta >= hi {
                 return true;
             }
-            if let Ok(ev) = decode_event(&self.header, &self.dict, h.seq_delta, payload) {
-                if !f(ev) {
+            if let Ok(ev) = decode_event(&self.header, &self.dict, h.seq_delta, payload)
+                && !f(ev) {
                     return false;
                 }
-            }
         }
         true
     }

@@ -248,7 +248,8 @@ impl Group {
 }
 
 /// The groups with hourly cells, in cell order.
-const HOURLY_GROUPS: [Group; 5] = [Group::Model, Group::Endpoint, Group::Provider, Group::Credential, Group::StatusClass];
+const HOURLY_GROUPS: [Group; 5] =
+    [Group::Model, Group::Endpoint, Group::Provider, Group::Credential, Group::StatusClass];
 
 /// Trend bucket size, in local time of the trend's zone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -850,7 +851,8 @@ impl Views {
         if range.is_empty() {
             return None;
         }
-        let (first, last) = self.occupied_span(floor_div(range.from_ms, MINUTE_MS), ceil_div(range.to_ms, MINUTE_MS))?;
+        let (first, last) =
+            self.occupied_span(floor_div(range.from_ms, MINUTE_MS), ceil_div(range.to_ms, MINUTE_MS))?;
         let narrowed = TimeRange {
             from_ms: range.from_ms.max(first.saturating_mul(MINUTE_MS)),
             to_ms: range.to_ms.min((last + 1).saturating_mul(MINUTE_MS)),
@@ -945,7 +947,9 @@ impl Views {
                 acc.into_aggs()
             }
             None if covers_all => {
-                self.key_totals.sorted().map(|(k, c)| (k, c.to_agg())).filter(|(_, a)| a.calls > 0).collect()
+                let mut out = Vec::with_capacity(self.key_totals.len());
+                out.extend(self.key_totals.sorted().map(|(k, c)| (k, c.to_agg())).filter(|(_, a)| a.calls > 0));
+                out
             }
             Some(g) => self.breakdown_from_cells(
                 range,
@@ -1223,7 +1227,13 @@ mod tests {
         for ev in events.iter().filter(|e| range.contains(e.ts_ms)) {
             let mut a = Agg::of_event(ev);
             if group == Group::Key {
-                a = Agg { calls: a.calls, errors: a.errors, tokens: a.tokens, latency_sum_ms: a.latency_sum_ms, ..Agg::default() };
+                a = Agg {
+                    calls: a.calls,
+                    errors: a.errors,
+                    tokens: a.tokens,
+                    latency_sum_ms: a.latency_sum_ms,
+                    ..Agg::default()
+                };
             }
             out.entry(group.key_of(ev)).or_default().merge(&a);
         }
@@ -1264,7 +1274,9 @@ mod tests {
                 }
                 d.and_hms_opt(0, 0, 0).unwrap()
             }
-            Granularity::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap().and_hms_opt(0, 0, 0).unwrap(),
+            Granularity::Month => {
+                NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
+            }
         }
     }
 
@@ -1353,7 +1365,11 @@ mod tests {
                 assert_eq!(max, MAX_TREND_BUCKETS);
                 assert!(requested > max);
             }
-            (got, want) => panic!("trend {range:?} {g:?} {zone}: got {:?} buckets, want {:?}", got.map(|v| v.len()), want.map(|v| v.len())),
+            (got, want) => panic!(
+                "trend {range:?} {g:?} {zone}: got {:?} buckets, want {:?}",
+                got.map(|v| v.len()),
+                want.map(|v| v.len())
+            ),
         }
     }
 
@@ -1390,22 +1406,24 @@ mod tests {
             prop_oneof![0..20u32, 0..5000u32, 0..200_000u32, Just(u32::MAX)],
             prop::option::of(0..100_000u32),
         )
-            .prop_map(move |(t, (m, e, p, c, k), status, (success, stream, quality), tokens, latency_ms, ttft_ms)| Spec {
-                ts_ms: base + t,
-                model: m * 1_000_003,
-                endpoint: e,
-                provider: 100 + p,
-                // Up to 70 credentials: more than a frozen hour removes from in place.
-                credential: c,
-                key: k * 7919,
-                status,
-                success,
-                stream,
-                quality,
-                tokens,
-                latency_ms,
-                ttft_ms,
-            })
+            .prop_map(
+                move |(t, (m, e, p, c, k), status, (success, stream, quality), tokens, latency_ms, ttft_ms)| Spec {
+                    ts_ms: base + t,
+                    model: m * 1_000_003,
+                    endpoint: e,
+                    provider: 100 + p,
+                    // Up to 70 credentials: more than a frozen hour removes from in place.
+                    credential: c,
+                    key: k * 7919,
+                    status,
+                    success,
+                    stream,
+                    quality,
+                    tokens,
+                    latency_ms,
+                    ttft_ms,
+                },
+            )
     }
 
     #[derive(Clone, Debug)]
@@ -1449,18 +1467,20 @@ mod tests {
                         }
                     }
                     Case {
-                    events,
-                    removals,
-                    ranges: edges.into_iter().map(|(a, b, k)| (base + a, base + b, k)).collect(),
-                    zone,
-                    granularity,
-                    rebuild_seed,
-                }})
+                        events,
+                        removals,
+                        ranges: edges.into_iter().map(|(a, b, k)| (base + a, base + b, k)).collect(),
+                        zone,
+                        granularity,
+                        rebuild_seed,
+                    }
+                })
         })
     }
 
     fn granularity_of(i: u8) -> Granularity {
-        [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Week, Granularity::Month][i as usize % 5]
+        [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Week, Granularity::Month]
+            [i as usize % 5]
     }
 
     proptest! {
@@ -1531,7 +1551,12 @@ mod tests {
 
     fn trend_cuts(views: &Views, range: TimeRange, g: Granularity, zone: &str) -> Vec<(i64, i64)> {
         let events: Vec<StoredEvent> = Vec::new();
-        views.trend(range, g, tz(zone), &mut VecScan::new(&events)).unwrap().iter().map(|b| (b.start_ms, b.end_ms)).collect()
+        views
+            .trend(range, g, tz(zone), &mut VecScan::new(&events))
+            .unwrap()
+            .iter()
+            .map(|b| (b.start_ms, b.end_ms))
+            .collect()
     }
 
     #[test]
@@ -1626,28 +1651,60 @@ mod tests {
     #[test]
     fn new_york_has_a_23_hour_and_a_25_hour_day() {
         let views = Views::new();
-        let spring = trend_cuts(&views, TimeRange::new(utc(2024, 3, 9, 5, 0, 0), utc(2024, 3, 12, 4, 0, 0)), Granularity::Day, "America/New_York");
+        let spring = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 3, 9, 5, 0, 0), utc(2024, 3, 12, 4, 0, 0)),
+            Granularity::Day,
+            "America/New_York",
+        );
         let hours: Vec<i64> = spring.iter().map(|(a, b)| (b - a) / HOUR).collect();
         assert_eq!(hours, [24, 23, 24]);
         assert_eq!(spring[1].0, utc(2024, 3, 10, 5, 0, 0));
-        let autumn = trend_cuts(&views, TimeRange::new(utc(2024, 11, 2, 4, 0, 0), utc(2024, 11, 5, 5, 0, 0)), Granularity::Day, "America/New_York");
+        let autumn = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 11, 2, 4, 0, 0), utc(2024, 11, 5, 5, 0, 0)),
+            Granularity::Day,
+            "America/New_York",
+        );
         let hours: Vec<i64> = autumn.iter().map(|(a, b)| (b - a) / HOUR).collect();
         assert_eq!(hours, [24, 25, 24]);
 
         // Hours on the spring day: local 02:00 does not exist, so 01:00 is followed by 03:00.
-        let hourly = trend_cuts(&views, TimeRange::new(utc(2024, 3, 10, 5, 0, 0), utc(2024, 3, 10, 9, 0, 0)), Granularity::Hour, "America/New_York");
+        let hourly = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 3, 10, 5, 0, 0), utc(2024, 3, 10, 9, 0, 0)),
+            Granularity::Hour,
+            "America/New_York",
+        );
         assert_eq!(hourly.len(), 4);
         assert!(hourly.iter().all(|(a, b)| b - a == HOUR));
         // On the autumn day local 01:00 occurs twice; its bucket starts at the earlier one and
         // runs until local 02:00, two real hours.
-        let hourly = trend_cuts(&views, TimeRange::new(utc(2024, 11, 3, 4, 0, 0), utc(2024, 11, 3, 8, 0, 0)), Granularity::Hour, "America/New_York");
-        assert_eq!(hourly, [(utc(2024, 11, 3, 4, 0, 0), utc(2024, 11, 3, 5, 0, 0)), (utc(2024, 11, 3, 5, 0, 0), utc(2024, 11, 3, 7, 0, 0)), (utc(2024, 11, 3, 7, 0, 0), utc(2024, 11, 3, 8, 0, 0))]);
+        let hourly = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 11, 3, 4, 0, 0), utc(2024, 11, 3, 8, 0, 0)),
+            Granularity::Hour,
+            "America/New_York",
+        );
+        assert_eq!(
+            hourly,
+            [
+                (utc(2024, 11, 3, 4, 0, 0), utc(2024, 11, 3, 5, 0, 0)),
+                (utc(2024, 11, 3, 5, 0, 0), utc(2024, 11, 3, 7, 0, 0)),
+                (utc(2024, 11, 3, 7, 0, 0), utc(2024, 11, 3, 8, 0, 0))
+            ]
+        );
     }
 
     #[test]
     fn a_day_at_utc_plus_8_is_that_local_day() {
         let start = utc(2024, 4, 30, 16, 0, 0);
-        let events = vec![simple(0, start - 1, 1, 10), simple(1, start, 2, 20), simple(2, start + DAY - 1, 3, 30), simple(3, start + DAY, 5, 40)];
+        let events = vec![
+            simple(0, start - 1, 1, 10),
+            simple(1, start, 2, 20),
+            simple(2, start + DAY - 1, 3, 30),
+            simple(3, start + DAY, 5, 40),
+        ];
         let views = build(&events);
         let range = TimeRange::new(utc(2024, 4, 30, 0, 0, 0), utc(2024, 5, 2, 12, 0, 0));
         let buckets = views.trend(range, Granularity::Day, tz("Asia/Shanghai"), &mut VecScan::new(&events)).unwrap();
@@ -1663,16 +1720,39 @@ mod tests {
     fn quarter_hour_offsets_have_their_own_boundaries() {
         let views = Views::new();
         // Kathmandu is +05:45: local hours start at :15 UTC.
-        let kathmandu = trend_cuts(&views, TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 3, 0, 0)), Granularity::Hour, "Asia/Kathmandu");
+        let kathmandu = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 3, 0, 0)),
+            Granularity::Hour,
+            "Asia/Kathmandu",
+        );
         let starts: Vec<i64> = kathmandu.iter().map(|c| c.0).collect();
-        assert_eq!(starts, [utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 0, 15, 0), utc(2024, 6, 1, 1, 15, 0), utc(2024, 6, 1, 2, 15, 0)]);
+        assert_eq!(
+            starts,
+            [utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 0, 15, 0), utc(2024, 6, 1, 1, 15, 0), utc(2024, 6, 1, 2, 15, 0)]
+        );
         // Its local day 2024-06-01 starts at 2024-05-31 18:15 UTC.
-        let days = trend_cuts(&views, TimeRange::new(utc(2024, 5, 31, 12, 0, 0), utc(2024, 6, 1, 12, 0, 0)), Granularity::Day, "Asia/Kathmandu");
+        let days = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 5, 31, 12, 0, 0), utc(2024, 6, 1, 12, 0, 0)),
+            Granularity::Day,
+            "Asia/Kathmandu",
+        );
         assert_eq!(days[1].0, utc(2024, 5, 31, 18, 15, 0));
         // Eucla is +08:45; Kolkata +05:30.
-        let eucla = trend_cuts(&views, TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 2, 0, 0)), Granularity::Hour, "Australia/Eucla");
+        let eucla = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 2, 0, 0)),
+            Granularity::Hour,
+            "Australia/Eucla",
+        );
         assert_eq!(eucla[1].0, utc(2024, 6, 1, 0, 15, 0));
-        let kolkata = trend_cuts(&views, TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 2, 0, 0)), Granularity::Hour, "Asia/Kolkata");
+        let kolkata = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 6, 1, 0, 0, 0), utc(2024, 6, 1, 2, 0, 0)),
+            Granularity::Hour,
+            "Asia/Kolkata",
+        );
         assert_eq!(kolkata[1].0, utc(2024, 6, 1, 0, 30, 0));
     }
 
@@ -1681,7 +1761,12 @@ mod tests {
         // On 1986-01-01 Kathmandu moved from +05:30 to +05:45 at local midnight: 00:00-00:15
         // did not exist, so that day starts at 00:15 local, 1985-12-31 18:30 UTC.
         let views = Views::new();
-        let days = trend_cuts(&views, TimeRange::new(utc(1985, 12, 31, 0, 0, 0), utc(1986, 1, 2, 0, 0, 0)), Granularity::Day, "Asia/Kathmandu");
+        let days = trend_cuts(
+            &views,
+            TimeRange::new(utc(1985, 12, 31, 0, 0, 0), utc(1986, 1, 2, 0, 0, 0)),
+            Granularity::Day,
+            "Asia/Kathmandu",
+        );
         assert_eq!(days[1], (utc(1985, 12, 31, 18, 30, 0), utc(1986, 1, 1, 18, 15, 0)));
         assert_eq!(days[1].1 - days[1].0, DAY - 15 * MIN);
     }
@@ -1691,19 +1776,34 @@ mod tests {
         let views = Views::new();
         let zone = "Asia/Kolkata";
         // 2024-12-30 is a Monday; local midnight is 18:30 UTC the day before.
-        let weeks = trend_cuts(&views, TimeRange::new(utc(2024, 12, 25, 0, 0, 0), utc(2025, 1, 15, 0, 0, 0)), Granularity::Week, zone);
+        let weeks = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 12, 25, 0, 0, 0), utc(2025, 1, 15, 0, 0, 0)),
+            Granularity::Week,
+            zone,
+        );
         let starts: Vec<i64> = weeks.iter().skip(1).map(|c| c.0).collect();
         assert_eq!(starts, [utc(2024, 12, 29, 18, 30, 0), utc(2025, 1, 5, 18, 30, 0), utc(2025, 1, 12, 18, 30, 0)]);
         assert!(weeks.iter().skip(1).all(|c| local_at(tz(zone), c.0).weekday() == chrono::Weekday::Mon));
 
-        let months = trend_cuts(&views, TimeRange::new(utc(2024, 1, 15, 0, 0, 0), utc(2024, 4, 15, 0, 0, 0)), Granularity::Month, zone);
+        let months = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 1, 15, 0, 0, 0), utc(2024, 4, 15, 0, 0, 0)),
+            Granularity::Month,
+            zone,
+        );
         let days: Vec<i64> = months.iter().map(|(a, b)| (b - a) / DAY).collect();
         // Clipped January, leap February, March, clipped April.
         assert_eq!(months.len(), 4);
         assert_eq!(&days[1..3], [29, 31]);
         assert_eq!(months[1].0, utc(2024, 1, 31, 18, 30, 0));
         // In New York, March loses an hour to DST.
-        let months = trend_cuts(&views, TimeRange::new(utc(2024, 3, 1, 5, 0, 0), utc(2024, 4, 1, 4, 0, 0)), Granularity::Month, "America/New_York");
+        let months = trend_cuts(
+            &views,
+            TimeRange::new(utc(2024, 3, 1, 5, 0, 0), utc(2024, 4, 1, 4, 0, 0)),
+            Granularity::Month,
+            "America/New_York",
+        );
         assert_eq!(months, [(utc(2024, 3, 1, 5, 0, 0), utc(2024, 4, 1, 4, 0, 0))]);
     }
 
@@ -1711,7 +1811,8 @@ mod tests {
     fn seconds_offsets_are_exact_through_the_scan() {
         // Monrovia was at -00:44:30 until 1972: local minutes start at :30 seconds UTC.
         let start = utc(1971, 6, 1, 12, 0, 0);
-        let events: Vec<StoredEvent> = (0..400).map(|i| simple(i, start + i as i64 * 7_777, i as u32 % 9, 100 + i as u32)).collect();
+        let events: Vec<StoredEvent> =
+            (0..400).map(|i| simple(i, start + i as i64 * 7_777, i as u32 % 9, 100 + i as u32)).collect();
         let views = build(&events);
         let range = TimeRange::new(start, start + 40 * MIN);
         let mut scan = VecScan::new(&events);
@@ -1739,8 +1840,14 @@ mod tests {
         let limit = TimeRange::new(week.from_ms, week.from_ms + 10_000 * MIN);
         assert_eq!(views.trend(limit, Granularity::Minute, tz("UTC"), &mut scan).unwrap().len(), 10_000);
         let over = TimeRange::new(week.from_ms, week.from_ms + 10_000 * MIN + 1);
-        assert!(matches!(views.trend(over, Granularity::Minute, tz("UTC"), &mut scan), Err(ViewError::TooManyBuckets { .. })));
-        assert!(matches!(views.trend(TimeRange::new(5, 5), Granularity::Day, tz("UTC"), &mut scan), Err(ViewError::EmptyRange)));
+        assert!(matches!(
+            views.trend(over, Granularity::Minute, tz("UTC"), &mut scan),
+            Err(ViewError::TooManyBuckets { .. })
+        ));
+        assert!(matches!(
+            views.trend(TimeRange::new(5, 5), Granularity::Day, tz("UTC"), &mut scan),
+            Err(ViewError::EmptyRange)
+        ));
         assert_eq!(ViewError::EmptyRange.to_string(), "empty time range");
         assert!(scan.ranges.is_empty());
     }
@@ -1748,7 +1855,8 @@ mod tests {
     #[test]
     fn aligned_ranges_and_all_data_need_no_scan() {
         let start = utc(2024, 5, 1, 0, 0, 0);
-        let events: Vec<StoredEvent> = (0..3000).map(|i| simple(i, start + i as i64 * 61_001, i as u32 % 50, i as u32)).collect();
+        let events: Vec<StoredEvent> =
+            (0..3000).map(|i| simple(i, start + i as i64 * 61_001, i as u32 % 50, i as u32)).collect();
         let views = build(&events);
         let mut scan = VecScan::new(&events);
         let minutes = TimeRange::new(start + 17 * MIN, start + 1234 * MIN);
@@ -1760,12 +1868,22 @@ mod tests {
         let days = TimeRange::new(start + DAY, start + 2 * DAY);
         assert_eq!(views.breakdown(Group::Key, days, &mut scan), naive_breakdown(&events, Group::Key, days));
         for group in Group::ALL {
-            assert_eq!(views.breakdown(group, TimeRange::ALL, &mut scan), naive_breakdown(&events, group, TimeRange::ALL));
+            assert_eq!(
+                views.breakdown(group, TimeRange::ALL, &mut scan),
+                naive_breakdown(&events, group, TimeRange::ALL)
+            );
             let (min, max) = views.time_bounds().unwrap();
             let exact = TimeRange::new(min, max + 1);
             assert_eq!(views.breakdown(group, exact, &mut scan), naive_breakdown(&events, group, exact));
         }
-        let shanghai = views.trend(TimeRange::new(start - 8 * HOUR, start + 2 * DAY - 8 * HOUR), Granularity::Hour, tz("Asia/Shanghai"), &mut scan).unwrap();
+        let shanghai = views
+            .trend(
+                TimeRange::new(start - 8 * HOUR, start + 2 * DAY - 8 * HOUR),
+                Granularity::Hour,
+                tz("Asia/Shanghai"),
+                &mut scan,
+            )
+            .unwrap();
         assert_eq!(shanghai.len(), 48);
         assert_eq!(scan.ranges, []);
 
@@ -1816,7 +1934,9 @@ mod tests {
                 ev
             })
             .collect();
-        events.extend((0..500u64).map(|i| simple(20_000 + i, start + (i as i64 * 7_919_993) % (2 * DAY), 300 + i as u32 % 7, 50)));
+        events.extend(
+            (0..500u64).map(|i| simple(20_000 + i, start + (i as i64 * 7_919_993) % (2 * DAY), 300 + i as u32 % 7, 50)),
+        );
         let mut views = build(&events);
         let cutoff = start + DAY + 5 * HOUR + 17;
         let (old, rest): (Vec<StoredEvent>, Vec<StoredEvent>) = events.iter().cloned().partition(|e| e.ts_ms < cutoff);
@@ -1826,10 +1946,18 @@ mod tests {
         let rebuilt = build(&rest);
         assert_eq!(views, rebuilt);
         let mut scan = VecScan::new(&rest);
-        for range in [TimeRange::ALL, TimeRange::new(start, start + 3 * DAY), TimeRange::new(cutoff + 12_345, start + 2 * DAY + 7)] {
+        for range in [
+            TimeRange::ALL,
+            TimeRange::new(start, start + 3 * DAY),
+            TimeRange::new(cutoff + 12_345, start + 2 * DAY + 7),
+        ] {
             assert_eq!(views.summary(range, &mut scan), naive_summary(&rest, range));
             for group in Group::ALL {
-                assert_eq!(views.breakdown(group, range, &mut scan), naive_breakdown(&rest, group, range), "{group:?} {range:?}");
+                assert_eq!(
+                    views.breakdown(group, range, &mut scan),
+                    naive_breakdown(&rest, group, range),
+                    "{group:?} {range:?}"
+                );
             }
         }
         // Rebuilding in reverse order gives the same views too.
@@ -1850,10 +1978,18 @@ mod tests {
         }
         let mut views = build(&events);
         let mut scan = VecScan::new(&events);
-        for range in [TimeRange::ALL, TimeRange::new(i64::MIN, 0), TimeRange::new(-5, i64::MAX), TimeRange::new(i64::MAX - 1, i64::MAX)] {
+        for range in [
+            TimeRange::ALL,
+            TimeRange::new(i64::MIN, 0),
+            TimeRange::new(-5, i64::MAX),
+            TimeRange::new(i64::MAX - 1, i64::MAX),
+        ] {
             assert_eq!(views.summary(range, &mut scan).agg.calls, naive_summary(&events, range).agg.calls);
             for group in Group::ALL {
-                assert_eq!(views.breakdown(group, range, &mut scan).len(), naive_breakdown(&events, group, range).len());
+                assert_eq!(
+                    views.breakdown(group, range, &mut scan).len(),
+                    naive_breakdown(&events, group, range).len()
+                );
             }
             for g in [Granularity::Minute, Granularity::Month] {
                 let _ = views.trend(range, g, tz("America/New_York"), &mut scan);
@@ -1871,7 +2007,15 @@ mod tests {
 
     #[test]
     fn agg_helpers() {
-        let a = Agg { calls: 4, errors: 1, tokens: [1, 2, 3, 4, 5, 6], latency_sum_ms: 100, ttft_sum_ms: 30, ttft_calls: 2, ..Agg::default() };
+        let a = Agg {
+            calls: 4,
+            errors: 1,
+            tokens: [1, 2, 3, 4, 5, 6],
+            latency_sum_ms: 100,
+            ttft_sum_ms: 30,
+            ttft_calls: 2,
+            ..Agg::default()
+        };
         assert_eq!(a.total_tokens(), 21);
         assert_eq!(a.success_rate(), Some(0.75));
         assert_eq!(a.avg_latency_ms(), Some(25.0));
@@ -1898,7 +2042,7 @@ mod tests {
         let mut ranges = Vec::new();
         let mut scan = |range: TimeRange, f: &mut dyn FnMut(&StoredEvent)| {
             ranges.push(range);
-            events.iter().filter(|e| range.contains(e.ts_ms)).for_each(|e| f(e));
+            events.iter().filter(|e| range.contains(e.ts_ms)).for_each(f);
         };
         let s = views.summary(TimeRange::new(t + 5, t + 70_001), &mut scan);
         assert_eq!(s.agg.calls, 2);

@@ -592,8 +592,9 @@ pub struct KeyTotals {
     inline: Vec<Inline>,
     settled: Vec<KeyCell>,
     key_at: Vec<u32>,
-    /// Sorted; changes only when a key appears or disappears, which is rare.
-    keys: Vec<u32>,
+    /// (key, position), sorted by key; changes only when a key appears or disappears, which
+    /// is rare. The all-time breakdown walks it without a hash probe or a sort.
+    sorted: Vec<(u32, u32)>,
 }
 
 /// A move of inline cells into a day's [`KeyMap`] that the caller must carry out.
@@ -613,8 +614,8 @@ impl KeyTotals {
         self.inline.push(Inline::default());
         self.settled.push(KeyCell::default());
         self.key_at.push(key);
-        if let Err(at) = self.keys.binary_search(&key) {
-            self.keys.insert(at, key);
+        if let Err(at) = self.sorted.binary_search_by_key(&key, |(k, _)| *k) {
+            self.sorted.insert(at, (key, i as u32));
         }
         i
     }
@@ -625,11 +626,14 @@ impl KeyTotals {
         self.inline.swap_remove(i);
         self.settled.swap_remove(i);
         self.key_at.swap_remove(i);
-        if let Some(moved) = self.key_at.get(i) {
-            self.index.insert(*moved, i as u32);
+        if let Ok(at) = self.sorted.binary_search_by_key(&key, |(k, _)| *k) {
+            self.sorted.remove(at);
         }
-        if let Ok(at) = self.keys.binary_search(&key) {
-            self.keys.remove(at);
+        if let Some(&moved) = self.key_at.get(i) {
+            self.index.insert(moved, i as u32);
+            if let Ok(at) = self.sorted.binary_search_by_key(&moved, |(k, _)| *k) {
+                self.sorted[at].1 = i as u32;
+            }
         }
     }
 
@@ -692,9 +696,14 @@ impl KeyTotals {
         all
     }
 
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.key_at.len()
+    }
+
     /// All-time cells in key order.
     pub fn sorted(&self) -> impl Iterator<Item = (u32, KeyCell)> + '_ {
-        self.keys.iter().filter_map(|k| Some((*k, self.all_time_at(*self.index.get(k)? as usize))))
+        self.sorted.iter().map(|&(key, i)| (key, self.all_time_at(i as usize)))
     }
 
     /// Settles and returns the inline cells of `day`.
@@ -713,21 +722,26 @@ impl KeyTotals {
 
     /// (day, key, cell) of every non-empty inline cell.
     pub fn inline(&self) -> impl Iterator<Item = (i64, u32, KeyCell)> + '_ {
-        self.inline.iter().zip(&self.key_at).filter(|(i, _)| !i.is_empty()).map(|(i, k)| (i64::from(i.day), *k, i.cell()))
+        self.inline
+            .iter()
+            .zip(&self.key_at)
+            .filter(|(i, _)| !i.is_empty())
+            .map(|(i, k)| (i64::from(i.day), *k, i.cell()))
     }
 
     pub fn heap_bytes(&self) -> usize {
         hash_table_bytes::<(u32, u32)>(self.index.capacity())
             + self.inline.capacity() * size_of::<Inline>()
             + self.settled.capacity() * size_of::<KeyCell>()
-            + (self.key_at.capacity() + self.keys.capacity()) * 4
+            + self.key_at.capacity() * 4
+            + self.sorted.capacity() * 8
     }
 }
 
 impl PartialEq for KeyTotals {
     /// Compares the all-time cells only; inline cells belong to their days.
     fn eq(&self, other: &KeyTotals) -> bool {
-        self.keys == other.keys && self.sorted().eq(other.sorted())
+        self.sorted().eq(other.sorted())
     }
 }
 

@@ -123,8 +123,7 @@ impl Histogram {
     /// Builds a histogram from dense counters (`BINS` of them).
     pub(crate) fn from_counts(counts: &[u64]) -> Histogram {
         debug_assert_eq!(counts.len(), BINS);
-        let (Some(lo), Some(hi)) = (counts.iter().position(|c| *c != 0), counts.iter().rposition(|c| *c != 0))
-        else {
+        let (Some(lo), Some(hi)) = (counts.iter().position(|c| *c != 0), counts.iter().rposition(|c| *c != 0)) else {
             return Histogram::default();
         };
         let count = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
@@ -178,10 +177,7 @@ impl Eq for Histogram {}
 
 impl std::fmt::Debug for Histogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Histogram")
-            .field("count", &self.count)
-            .field("bins", &self.bins().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Histogram").field("count", &self.count).field("bins", &self.bins().collect::<Vec<_>>()).finish()
     }
 }
 
