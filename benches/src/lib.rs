@@ -87,7 +87,7 @@ impl Workload {
         let input = (200.0 + u * u * 12_000.0) as u64;
         let cached = if rng.random_bool(0.35) { input * rng.random_range(1..4) } else { 0 };
         let output = if failed { 0 } else { rng.random_range(20..1500) };
-        let reasoning = if m % 3 == 0 && !failed { rng.random_range(0..3000) } else { 0 };
+        let reasoning = if m.is_multiple_of(3) && !failed { rng.random_range(0..3000) } else { 0 };
         let latency_ms = if failed { rng.random_range(100..3000) } else { rng.random_range(400..2000) + output as u32 * 8 };
         let mut e = NewEvent {
             ts_ms: base - late,
@@ -129,7 +129,9 @@ pub fn dataset_events() -> u64 {
 pub fn dataset(n: u64) -> std::path::PathBuf {
     use tokenboard_engine::{Durability, Engine, EngineOptions, Retention};
     let root = std::env::var_os("TB_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = root.join(format!("tokenboard-bench-{n}-v{}", tokenboard_engine::format::FORMAT_VERSION));
+    // Bump DATASET_REVISION when the workload or the encoding changes without a format version bump.
+    const DATASET_REVISION: u32 = 2;
+    let dir = root.join(format!("tokenboard-bench-{n}-v{}-r{DATASET_REVISION}", tokenboard_engine::format::FORMAT_VERSION));
     let done = dir.with_extension("complete");
     if done.exists() {
         return dir;

@@ -748,9 +748,9 @@ impl Engine {
                 }
             }
             payload.clear();
-            segment::encode_event(&header, shape_id, key_id, ts_ms, ev, payload);
+            let flags = segment::encode_event(&header, shape_id, key_id, ts_ms, ev, payload);
             last_event_frame = Some(buf.len());
-            format::write_frame(buf, header.salt, KIND_EVENT, seq_delta, payload);
+            format::write_frame(buf, header.salt, KIND_EVENT | flags, seq_delta, payload);
             stored.push(StoredEvent {
                 seq,
                 ts_ms,
@@ -762,7 +762,7 @@ impl Engine {
                 ts_clamped: clamped,
                 tokens: ev.tokens,
                 latency_ms: ev.latency_ms,
-                ttft_ms: ev.ttft_ms.map(|t| t.min(u32::MAX - 1)),
+                ttft_ms: ev.ttft_ms,
                 event_id: ev.event_id.as_deref().map(Box::from),
                 request_id: ev.request_id.as_deref().map(Box::from),
                 error_message: ev.error_message.as_deref().map(Box::from),

@@ -4,6 +4,8 @@
 //!
 //! Invariants:
 //! - Every frame is `payload_len u16 | kind u8 | seq_delta u32 | crc u32 | payload`, little endian.
+//!   The kind byte says which optional parts an event payload carries, so a typical event pays
+//!   nothing for fields it does not have.
 //!   The CRC (crc32 seeded with the segment's random salt) covers the first seven header bytes and
 //!   the payload, so a flipped length, kind or sequence number fails the check, and bytes left from
 //!   another file (another salt) never validate.
@@ -23,9 +25,19 @@ pub const SEGMENT_HEADER_BYTES: usize = 64;
 pub const FRAME_HEADER_BYTES: usize = 11;
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = u16::MAX as usize;
 
-/// Frame kinds (the low seven bits of the kind byte).
+/// Frame types (the low two bits of the kind byte).
 pub const KIND_EVENT: u8 = 1;
 pub const KIND_DICT: u8 = 2;
+pub const KIND_TYPE_MASK: u8 = 0x03;
+/// Event frames: a time to first token follows the fixed part of the payload.
+pub const KIND_FLAG_TTFT: u8 = 0x04;
+/// Event frames: cache-write and unclassified token counts follow.
+pub const KIND_FLAG_RARE_TOKENS: u8 = 0x08;
+/// Event frames: the optional strings (`EventExtras`) follow.
+pub const KIND_FLAG_EXTRAS: u8 = 0x10;
+pub const KIND_EVENT_FLAGS: u8 = KIND_FLAG_TTFT | KIND_FLAG_RARE_TOKENS | KIND_FLAG_EXTRAS;
+/// Bits that must be zero in this version.
+pub const KIND_RESERVED: u8 = 0x60;
 /// Set on the last frame of an appended batch: a batch whose end marker is missing at the tail of
 /// the newest segment was never acknowledged and is cut at recovery.
 pub const KIND_FLAG_BATCH_END: u8 = 0x80;
@@ -33,7 +45,19 @@ pub const KIND_FLAG_BATCH_END: u8 = 0x80;
 const _: () = assert!(FRAME_HEADER_BYTES == 2 + 1 + 4 + 4);
 const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(8) && SEGMENT_HEADER_BYTES >= 36);
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
-const _: () = assert!(KIND_EVENT & KIND_FLAG_BATCH_END == 0 && KIND_DICT & KIND_FLAG_BATCH_END == 0);
+const _: () = assert!(KIND_TYPE_MASK & KIND_EVENT_FLAGS == 0 && KIND_TYPE_MASK & KIND_RESERVED == 0);
+const _: () = assert!(KIND_EVENT_FLAGS & KIND_RESERVED == 0 && (KIND_EVENT_FLAGS | KIND_RESERVED) & KIND_FLAG_BATCH_END == 0);
+const _: () = assert!(KIND_TYPE_MASK | KIND_EVENT_FLAGS | KIND_RESERVED | KIND_FLAG_BATCH_END == 0xff);
+
+/// Whether a kind byte is one this version writes.
+#[inline]
+pub fn kind_is_valid(kind: u8) -> bool {
+    match kind & KIND_TYPE_MASK {
+        KIND_EVENT => kind & KIND_RESERVED == 0,
+        KIND_DICT => kind & (KIND_RESERVED | KIND_EVENT_FLAGS) == 0,
+        _ => false,
+    }
+}
 
 /// The segment header, at offset 0 of every segment file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +142,7 @@ pub struct FrameHeader {
 
 impl FrameHeader {
     pub fn kind_type(&self) -> u8 {
-        self.kind & !KIND_FLAG_BATCH_END
+        self.kind & KIND_TYPE_MASK
     }
 
     pub fn is_batch_end(&self) -> bool {
@@ -179,8 +203,7 @@ pub fn check_frame(salt: u32, b: &[u8]) -> Result<(FrameHeader, &[u8]), FrameFau
         return Err(FrameFault::Truncated);
     }
     let h = FrameHeader::read(b);
-    let t = h.kind_type();
-    if t != KIND_EVENT && t != KIND_DICT {
+    if !kind_is_valid(h.kind) {
         return Err(FrameFault::UnknownKind(h.kind));
     }
     let end = h.frame_bytes();
@@ -245,21 +268,92 @@ pub struct EventExtras<'a> {
     pub error_message: Option<&'a str>,
 }
 
-/// An event frame's payload.
+/// The fixed part of an event frame's payload. After it, in this order and only when the frame's
+/// kind says so: `ttft_ms: u32` (`KIND_FLAG_TTFT`), `[cache_write, unclassified]: [u64; 2]`
+/// (`KIND_FLAG_RARE_TOKENS`), `EventExtras` (`KIND_FLAG_EXTRAS`), each bincode-encoded.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRecord<'a> {
+pub struct EventRecord {
     /// `ts_ms - SegmentHeader::created_ms`.
     pub ts_delta_ms: i64,
     pub shape: u32,
     /// Local string id of the client key id.
     pub key: u32,
-    /// `Tokens::to_array` order.
+    /// Input uncached, cache read, output, reasoning.
+    pub tokens: [u64; 4],
+    pub latency_ms: u32,
+}
+
+/// A whole event payload, decoded.
+#[derive(Debug, PartialEq, Eq, Default)]
+pub struct EventPayload<'a> {
+    pub ts_delta_ms: i64,
+    pub shape: u32,
+    pub key: u32,
+    /// `Tokens::to_array` order: input uncached, cache read, cache write, output, reasoning,
+    /// unclassified.
     pub tokens: [u64; 6],
     pub latency_ms: u32,
-    /// `ttft_ms + 1`, or 0 when there was no first token time.
-    pub ttft_ms_plus_one: u32,
-    #[serde(borrow)]
+    pub ttft_ms: Option<u32>,
     pub extras: Option<EventExtras<'a>>,
+}
+
+impl<'a> EventPayload<'a> {
+    /// Encodes into `out`; returns the kind flags the frame must carry.
+    pub fn encode(&self, out: &mut Vec<u8>) -> u8 {
+        let t = &self.tokens;
+        let fixed = EventRecord {
+            ts_delta_ms: self.ts_delta_ms,
+            shape: self.shape,
+            key: self.key,
+            tokens: [t[0], t[1], t[3], t[4]],
+            latency_ms: self.latency_ms,
+        };
+        encode_payload(&fixed, out);
+        let mut flags = 0;
+        if let Some(ttft) = self.ttft_ms {
+            encode_payload(&ttft, out);
+            flags |= KIND_FLAG_TTFT;
+        }
+        if t[2] != 0 || t[5] != 0 {
+            encode_payload(&[t[2], t[5]], out);
+            flags |= KIND_FLAG_RARE_TOKENS;
+        }
+        if let Some(extras) = &self.extras {
+            encode_payload(extras, out);
+            flags |= KIND_FLAG_EXTRAS;
+        }
+        flags
+    }
+
+    pub fn decode(kind: u8, payload: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
+        let mut rest = payload;
+        let fixed: EventRecord = decode_part(&mut rest)?;
+        let f = fixed.tokens;
+        let mut p = EventPayload {
+            ts_delta_ms: fixed.ts_delta_ms,
+            shape: fixed.shape,
+            key: fixed.key,
+            tokens: [f[0], f[1], 0, f[2], f[3], 0],
+            latency_ms: fixed.latency_ms,
+            ttft_ms: None,
+            extras: None,
+        };
+        if kind & KIND_FLAG_TTFT != 0 {
+            p.ttft_ms = Some(decode_part(&mut rest)?);
+        }
+        if kind & KIND_FLAG_RARE_TOKENS != 0 {
+            let [cache_write, unclassified]: [u64; 2] = decode_part(&mut rest)?;
+            p.tokens[2] = cache_write;
+            p.tokens[5] = unclassified;
+        }
+        if kind & KIND_FLAG_EXTRAS != 0 {
+            p.extras = Some(decode_part(&mut rest)?);
+        }
+        if !rest.is_empty() {
+            return Err(PayloadError(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(p)
+    }
 }
 
 fn bincode_config() -> bincode::config::Configuration {
@@ -278,6 +372,17 @@ impl std::fmt::Display for PayloadError {
 pub fn encode_payload<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     bincode::serde::encode_into_std_write(value, out, bincode_config())
         .expect("writing to a Vec cannot fail");
+}
+
+/// Decodes one value from the front of `rest` and advances it.
+fn decode_part<'a, T: Deserialize<'a>>(rest: &mut &'a [u8]) -> Result<T, PayloadError> {
+    match bincode::serde::borrow_decode_from_slice::<T, _>(rest, bincode_config()) {
+        Ok((v, used)) => {
+            *rest = &rest[used..];
+            Ok(v)
+        }
+        Err(e) => Err(PayloadError(e.to_string())),
+    }
 }
 
 pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, PayloadError> {
@@ -328,30 +433,30 @@ mod tests {
 
     #[test]
     fn golden_event_frame() {
-        let rec = EventRecord {
+        let rec = EventPayload {
             ts_delta_ms: 1500,
             shape: 3,
             key: 260,
             tokens: [1200, 0, 0, 300, 0, 0],
             latency_ms: 850,
-            ttft_ms_plus_one: 0,
+            ttft_ms: None,
             extras: None,
         };
         let mut payload = Vec::new();
-        encode_payload(&rec, &mut payload);
-        assert_eq!(hex(&payload), "fbb80b03fb0401fbb0040000fb2c010000fb52030000");
+        let flags = rec.encode(&mut payload);
+        assert_eq!(flags, 0);
+        assert_eq!(hex(&payload), "fbb80b03fb0401fbb00400fb2c0100fb5203");
         let mut frame = Vec::new();
-        write_frame(&mut frame, 0x01020304, KIND_EVENT | KIND_FLAG_BATCH_END, 9, &payload);
-        assert_eq!(hex(&frame[..FRAME_HEADER_BYTES]), "1600810900000009c69d6a");
+        write_frame(&mut frame, 0x01020304, KIND_EVENT | flags | KIND_FLAG_BATCH_END, 9, &payload);
+        assert_eq!(hex(&frame[..FRAME_HEADER_BYTES]), "120081090000008da59175");
         let (h, p) = check_frame(0x01020304, &frame).unwrap();
         assert_eq!(h.seq_delta, 9);
         assert!(h.is_batch_end());
-        let back: EventRecord = decode_payload(p).unwrap();
-        assert_eq!(back, rec);
+        assert_eq!(EventPayload::decode(h.kind, p).unwrap(), rec);
     }
 
     #[test]
-    fn golden_dict_and_extras() {
+    fn golden_dict_and_optional_parts() {
         let shape = ShapeRecord { dims: [1, 2, 3, 3, 4, 5, 0, 0, 0, 6], status: 429, flags: SHAPE_FLAG_STREAM | (2 << SHAPE_QUALITY_SHIFT) };
         let dict = DictRecord { first_string_id: 1, strings: vec!["POST", "/v1/chat"], first_shape_id: 0, shapes: vec![shape] };
         let mut payload = Vec::new();
@@ -360,18 +465,34 @@ mod tests {
         let back: DictRecord = decode_payload(&payload).unwrap();
         assert_eq!(back, dict);
 
-        let rec = EventRecord {
+        let rec = EventPayload {
             ts_delta_ms: -5,
             shape: 0,
             key: 0,
-            tokens: [0; 6],
+            tokens: [0, 0, 7, 0, 0, 9],
             latency_ms: 0,
-            ttft_ms_plus_one: 101,
+            ttft_ms: Some(100),
             extras: Some(EventExtras { event_id: Some("e1"), request_id: None, error_message: Some("x") }),
         };
         let mut payload = Vec::new();
-        encode_payload(&rec, &mut payload);
-        assert_eq!(hex(&payload), "0900000000000000000065010102653100010178");
+        let flags = rec.encode(&mut payload);
+        assert_eq!(flags, KIND_FLAG_TTFT | KIND_FLAG_RARE_TOKENS | KIND_FLAG_EXTRAS);
+        assert_eq!(hex(&payload), "09000000000000006407090102653100010178");
+        assert_eq!(EventPayload::decode(KIND_EVENT | flags, &payload).unwrap(), rec);
+        // A payload that does not match its kind is refused, never misread.
+        assert!(EventPayload::decode(KIND_EVENT, &payload).is_err());
+        assert!(EventPayload::decode(KIND_EVENT | KIND_FLAG_TTFT, &payload).is_err());
+    }
+
+    #[test]
+    fn kind_bytes() {
+        assert!(kind_is_valid(KIND_EVENT));
+        assert!(kind_is_valid(KIND_EVENT | KIND_EVENT_FLAGS | KIND_FLAG_BATCH_END));
+        assert!(kind_is_valid(KIND_DICT | KIND_FLAG_BATCH_END));
+        assert!(!kind_is_valid(KIND_DICT | KIND_FLAG_TTFT));
+        assert!(!kind_is_valid(KIND_EVENT | 0x20));
+        assert!(!kind_is_valid(0));
+        assert!(!kind_is_valid(3));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, Quality, StoredEvent, Sym, Tokens};
 use crate::format::{
-    self, DictRecord, EventExtras, EventRecord, FrameFault, FrameHeader, SegmentHeader, ShapeRecord,
+    self, DictRecord, EventExtras, EventPayload, FrameFault, FrameHeader, SegmentHeader, ShapeRecord,
     FRAME_HEADER_BYTES, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES, SHAPE_FLAG_STREAM,
     SHAPE_FLAG_SUCCESS, SHAPE_FLAG_TS_CLAMPED, SHAPE_QUALITY_SHIFT,
 };
@@ -222,10 +222,11 @@ fn unknown_sym(interner: &mut Interner) -> Sym {
 pub fn decode_event(
     header: &SegmentHeader,
     dict: &SegmentDict,
+    kind: u8,
     seq_delta: u32,
     payload: &[u8],
 ) -> std::result::Result<StoredEvent, format::PayloadError> {
-    let rec: EventRecord = format::decode_payload(payload)?;
+    let rec = EventPayload::decode(kind, payload)?;
     let shape = dict.shapes.get(rec.shape as usize).copied().unwrap_or(Shape {
         dims: [Sym::EMPTY; Dim::COUNT],
         status: 0,
@@ -245,14 +246,15 @@ pub fn decode_event(
         quality: Quality::from_u8((shape.flags >> SHAPE_QUALITY_SHIFT) & 3).unwrap_or_default(),
         tokens: Tokens::from_array(rec.tokens),
         latency_ms: rec.latency_ms,
-        ttft_ms: rec.ttft_ms_plus_one.checked_sub(1),
+        ttft_ms: rec.ttft_ms,
         event_id: extras.event_id.map(Box::from),
         request_id: extras.request_id.map(Box::from),
         error_message: extras.error_message.map(Box::from),
     })
 }
 
-/// Encodes an event payload (the dict must already hold its shape and key).
+/// Encodes an event payload (the dict must already hold its shape and key); returns the kind
+/// flags its frame must carry.
 pub fn encode_event(
     header: &SegmentHeader,
     shape_id: u32,
@@ -260,7 +262,7 @@ pub fn encode_event(
     ts_ms: i64,
     ev: &NewEvent,
     out: &mut Vec<u8>,
-) {
+) -> u8 {
     let extras = if ev.event_id.is_some() || ev.request_id.is_some() || ev.error_message.is_some() {
         Some(EventExtras {
             event_id: ev.event_id.as_deref(),
@@ -270,16 +272,16 @@ pub fn encode_event(
     } else {
         None
     };
-    let rec = EventRecord {
+    EventPayload {
         ts_delta_ms: ts_ms - header.created_ms,
         shape: shape_id,
         key: key_id,
         tokens: ev.tokens.to_array(),
         latency_ms: ev.latency_ms,
-        ttft_ms_plus_one: ev.ttft_ms.map(|t| t.saturating_add(1)).unwrap_or(0),
+        ttft_ms: ev.ttft_ms,
         extras,
-    };
-    format::encode_payload(&rec, out);
+    }
+    .encode(out)
 }
 
 /// Encodes a dict delta as one or more dict payloads, each within the frame bound.
@@ -439,7 +441,7 @@ impl Segment {
             if h.seq_delta >= hi {
                 return true;
             }
-            if let Ok(ev) = decode_event(&self.header, &self.dict, h.seq_delta, payload)
+            if let Ok(ev) = decode_event(&self.header, &self.dict, h.kind, h.seq_delta, payload)
                 && !f(ev) {
                     return false;
                 }
@@ -539,7 +541,7 @@ pub fn scan(
                     }
                 }
                 _ => {
-                    if let Ok(ev) = decode_event(&seg.header, &seg.dict, h.seq_delta, payload) {
+                    if let Ok(ev) = decode_event(&seg.header, &seg.dict, h.kind, h.seq_delta, payload) {
                         on_event(seg, off as u64, ev);
                     }
                 }
@@ -645,8 +647,7 @@ fn last_non_zero(b: &[u8], from: usize) -> usize {
 fn resync(data: &[u8], from: usize, salt: u32, plausible: &dyn Fn(&FrameHeader) -> bool) -> Option<usize> {
     let mut p = from;
     while p + FRAME_HEADER_BYTES <= data.len() {
-        let t = data[p + 2] & !format::KIND_FLAG_BATCH_END;
-        if t == KIND_EVENT || t == KIND_DICT {
+        if format::kind_is_valid(data[p + 2]) {
             let h = FrameHeader::read(&data[p..]);
             if p + h.frame_bytes() <= data.len() && plausible(&h) && format::check_frame(salt, &data[p..]).is_ok() {
                 return Some(p);

@@ -414,7 +414,7 @@ fn fsync_failure_fences_the_writer() {
 fn crash_mid_roll_and_mid_retention() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0);
-    let sent = events(15, 3000, T0, 100);
+    let sent = events(15, 6000, T0, 100);
     {
         let (e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
         for c in sent.chunks(100) {
@@ -445,7 +445,7 @@ fn crash_mid_roll_and_mid_retention() {
     assert_eq!(kinds.iter().filter(|k| matches!(k, RecoveryIssueKind::FoldedSegmentRemoved)).count(), 1, "{kinds:?}");
     assert!(!dir.path().join("00000000000000009999.seg.tmp").exists());
     let all = all_events(&e);
-    assert_eq!(all.len() as u64, 3000 - (first_base - 1));
+    assert_eq!(all.len() as u64, 6000 - (first_base - 1));
     let live_calls = e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg.calls;
     let rolled: u64 = e
         .rollups()
@@ -454,7 +454,7 @@ fn crash_mid_roll_and_mid_retention() {
         .filter(|((_, g, _), _)| *g == tokenboard_engine::rollup::RollupGroup::All)
         .map(|(_, a)| a.calls)
         .sum();
-    assert_eq!(live_calls + rolled, 3000, "every call counted exactly once");
+    assert_eq!(live_calls + rolled, 6000, "every call counted exactly once");
 }
 
 /// Retention by count, bytes and age deletes whole oldest segments, folds them into the rollups,
@@ -518,7 +518,7 @@ fn retention_by_age_uses_the_time_a_segment_was_sealed() {
 fn reader_during_retention_keeps_reading() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0);
-    let sent = events(18, 3000, T0, 1000);
+    let sent = events(18, 6000, T0, 1000);
     let mut o = small_segments(dir.path(), &clock);
     o.retention.max_events = Some(1);
     let (e, _) = Engine::open(o).unwrap();
@@ -548,7 +548,7 @@ fn reader_during_retention_keeps_reading() {
     assert!(!segment_files(dir.path()).iter().any(|p| p.ends_with("00000000000000000001.seg")));
     to_reader.send(()).unwrap();
     let seen = reader.join().unwrap();
-    assert_eq!(seen, (1..=3000).collect::<Vec<u64>>(), "the reader saw every event, deleted or not");
+    assert_eq!(seen, (1..=6000).collect::<Vec<u64>>(), "the reader saw every event, deleted or not");
 }
 
 /// Case 11: late events land in past buckets; far-future ones are clamped and flagged.
