@@ -34,6 +34,9 @@ use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, Trend
 
 const MS_PER_HOUR: i64 = 3_600_000;
 
+/// Decoded events handed to the views thread at a time during a rebuild.
+const REBUILD_CHUNK_EVENTS: usize = 4096;
+
 /// `Dim` indexes with the key first: see `append_locked`.
 const KEY_FIRST_ORDER: [usize; Dim::COUNT] = {
     let mut order = [0usize; Dim::COUNT];
@@ -432,86 +435,108 @@ impl Engine {
         rollup::sync_dir(&dir)?;
 
         let mut interner = Interner::new();
-        let mut views = Views::new();
         let mut dedup = Dedup::default();
         let mut loaded: Vec<Segment> = Vec::new();
         let mut live_file: Option<Arc<File>> = None;
         let mut last_seq = rollups.folded_through_seq;
         let dedup_cutoff = now - opts.dedup_window_ms - opts.segment_age_max_ms;
-        for (i, &base) in bases.iter().enumerate() {
-            let path = dir.join(segment::segment_file_name(base));
-            let newest = i + 1 == bases.len();
-            let file = OpenOptions::new()
-                .read(true)
-                .write(newest)
-                .open(&path)
-                .map_err(|e| Error::io("open", &path, e))?;
-            let mut head = [0u8; SEGMENT_HEADER_BYTES];
-            let header = match file.read_exact_at(&mut head, 0) {
-                Ok(()) => SegmentHeader::decode(&head).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let header = match header {
-                Ok(h) if h.base_seq == base => Ok(h),
-                Ok(_) => Err("base sequence number does not match the file name".to_string()),
-                Err(reason) => Err(reason),
-            };
-            let header = match header {
-                Ok(h) => h,
-                Err(reason) => {
-                    // Keep the file for inspection, out of the way of the log.
-                    drop(file);
-                    let aside = path.with_extension("seg.corrupt");
-                    fs::rename(&path, &aside).map_err(|e| Error::io("rename", &path, e))?;
-                    report.issues.push(RecoveryIssue { segment: aside, kind: RecoveryIssueKind::BadHeader { reason } });
-                    continue;
-                }
-            };
-            if newest {
-                // A shortened newest segment is preallocated again so appends can continue it.
-                let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
-                if len < opts.segment_bytes_max {
-                    // SAFETY: fallocate on a descriptor we own; failure leaves the file as it was.
-                    unsafe {
-                        libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, opts.segment_bytes_max as libc::off_t);
+        // Rebuild on two threads: this one reads, checks and decodes frames and builds the
+        // segment indexes; the other folds the decoded events into the views.
+        let views = std::thread::scope(|scope| -> Result<Views> {
+            let (to_views, chunks) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
+            let folder = scope.spawn(move || {
+                let mut views = Views::new();
+                for chunk in chunks {
+                    for ev in &chunk {
+                        views.apply(ev, Sign::Add);
                     }
                 }
-            }
-            let mut seg = Segment::new_mapped(path.clone(), header, &file)?;
-            let bounds = ScanBounds {
-                seq_floor: last_seq,
-                seq_ceiling: bases.get(i + 1).copied().unwrap_or(u64::MAX),
-                newest,
-                data_len: segment::data_end(&file, seg.file_len),
-            };
-            let sealed_at = bases.get(i + 1).map(|_| now);
-            let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
-            let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
-                seg.note_event(offset, &ev);
-                views.apply(&ev, Sign::Add);
-                if in_dedup_window
-                    && let Some(id) = &ev.event_id {
+                views
+            });
+            let mut pending: Vec<StoredEvent> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
+            for (i, &base) in bases.iter().enumerate() {
+                let path = dir.join(segment::segment_file_name(base));
+                let newest = i + 1 == bases.len();
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(newest)
+                    .open(&path)
+                    .map_err(|e| Error::io("open", &path, e))?;
+                let mut head = [0u8; SEGMENT_HEADER_BYTES];
+                let header = match file.read_exact_at(&mut head, 0) {
+                    Ok(()) => SegmentHeader::decode(&head).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let header = match header {
+                    Ok(h) if h.base_seq == base => Ok(h),
+                    Ok(_) => Err("base sequence number does not match the file name".to_string()),
+                    Err(reason) => Err(reason),
+                };
+                let header = match header {
+                    Ok(h) => h,
+                    Err(reason) => {
+                        // Keep the file for inspection, out of the way of the log.
+                        drop(file);
+                        let aside = path.with_extension("seg.corrupt");
+                        fs::rename(&path, &aside).map_err(|e| Error::io("rename", &path, e))?;
+                        report.issues.push(RecoveryIssue { segment: aside, kind: RecoveryIssueKind::BadHeader { reason } });
+                        continue;
+                    }
+                };
+                if newest {
+                    // A shortened newest segment is preallocated again so appends can continue it.
+                    let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+                    if len < opts.segment_bytes_max {
+                        // SAFETY: fallocate on a descriptor we own; failure leaves the file as it was.
+                        unsafe {
+                            libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, opts.segment_bytes_max as libc::off_t);
+                        }
+                    }
+                }
+                let mut seg = Segment::new_mapped(path.clone(), header, &file)?;
+                let bounds = ScanBounds {
+                    seq_floor: last_seq,
+                    seq_ceiling: bases.get(i + 1).copied().unwrap_or(u64::MAX),
+                    newest,
+                    data_len: segment::data_end(&file, seg.file_len),
+                };
+                let sealed_at = bases.get(i + 1).map(|_| now);
+                let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
+                let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
+                    seg.note_event(offset, &ev);
+                    if in_dedup_window && let Some(id) = &ev.event_id {
                         dedup.seen.insert(Dedup::hash(id), ev.seq);
                     }
-            });
-            if let Some(first) = seg.first_seq
-                && first > last_seq + 1 {
-                    report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
+                    pending.push(ev);
+                    if pending.len() >= REBUILD_CHUNK_EVENTS {
+                        // The views thread only stops early if it panicked; join reports that.
+                        let _ = to_views.send(std::mem::take(&mut pending));
+                    }
+                });
+                if let Some(first) = seg.first_seq
+                    && first > last_seq + 1 {
+                        report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
+                    }
+                for issue in outcome.issues {
+                    report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
                 }
-            for issue in outcome.issues {
-                report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
+                if let Some((from, to)) = outcome.cut {
+                    segment::zero_range(&file, &path, from, to)?;
+                }
+                last_seq = last_seq.max(seg.last_seq.unwrap_or(0));
+                report.events += seg.n_events;
+                if newest {
+                    seg.dict.enable_writing();
+                    live_file = Some(Arc::new(file));
+                }
+                loaded.push(seg);
             }
-            if let Some((from, to)) = outcome.cut {
-                segment::zero_range(&file, &path, from, to)?;
+            if !pending.is_empty() {
+                let _ = to_views.send(pending);
             }
-            last_seq = last_seq.max(seg.last_seq.unwrap_or(0));
-            report.events += seg.n_events;
-            if newest {
-                seg.dict.enable_writing();
-                live_file = Some(Arc::new(file));
-            }
-            loaded.push(seg);
-        }
+            drop(to_views);
+            Ok(folder.join().expect("the views thread does not panic"))
+        })?;
         // Sealed-at times: a segment stopped taking appends when the next one was created.
         for i in 0..loaded.len().saturating_sub(1) {
             let next_created = loaded[i + 1].header.created_ms;

@@ -2051,3 +2051,17 @@ mod tests {
         assert_eq!(ranges, [TimeRange::new(t + 5, t + 70_001)]);
     }
 }
+
+impl Views {
+    #[doc(hidden)]
+    pub fn tmp_heap_parts(&self) -> String {
+        let mut minutes = 0; let mut mh = 0; let mut hours = 0; let mut hh = 0; let mut groups = 0; let mut keys = 0; let mut arr = 0;
+        for d in &self.days {
+            arr += d.minutes.len() * 8;
+            for s in d.minutes.iter().flatten() { minutes += size_of::<MinuteSlot>(); mh += s.hist.heap_bytes(); }
+            for s in d.hours.iter().flatten() { hours += size_of::<HourSlot>(); hh += s.hist.heap_bytes(); groups += s.groups.iter().map(|g| g.heap_bytes()).sum::<usize>(); }
+            keys += d.keys.heap_bytes();
+        }
+        format!("minute slots {minutes} minute hist {mh} arr {arr} hour slots {hours} hour hist {hh} groups {groups} day keys {keys} key totals {} frozen totals {}", self.key_totals.heap_bytes(), self.frozen_totals.iter().map(OrderedMap::heap_bytes).sum::<usize>())
+    }
+}
