@@ -32,6 +32,7 @@ fn rebuild(c: &mut Criterion) {
         s.heap_bytes as f64 / 1e6,
         s.heap_bytes as f64 / 1e6 / (s.events as f64 / 1e6)
     );
+    eprintln!("heap: {:?}", s.heap);
 }
 
 criterion_group!(benches, rebuild);

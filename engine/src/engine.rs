@@ -116,6 +116,9 @@ pub struct EngineOptions {
     pub subscriber_queue_max: usize,
     /// Events one append may carry (default 100 000).
     pub batch_events_max: usize,
+    /// How often a background thread enforces retention (`cleanup_interval`; default 1 h).
+    /// `None`: only when `Engine::enforce_retention` is called.
+    pub retention_interval_ms: Option<u64>,
     #[doc(hidden)]
     pub faults: Option<Arc<IoFaults>>,
     /// Wall clock in UTC ms; replaceable for tests.
@@ -153,6 +156,7 @@ impl EngineOptions {
             retention: Retention::default(),
             subscriber_queue_max: 1024,
             batch_events_max: 100_000,
+            retention_interval_ms: Some(3_600_000),
             faults: None,
             clock: Arc::new(system_clock_ms),
         }
@@ -176,6 +180,9 @@ impl EngineOptions {
             && (every_ms == 0 || every_ms > 60_000) {
                 return bad("durability", "interval must be between 1 ms and 60 s");
             }
+        if self.retention_interval_ms.is_some_and(|ms| ms < 1000) {
+            return bad("retention_interval_ms", "must be at least one second");
+        }
         if self.subscriber_queue_max == 0 || self.batch_events_max == 0 {
             return bad("subscriber_queue_max", "limits must be positive");
         }
@@ -252,10 +259,22 @@ pub struct EngineStatus {
     pub segments: usize,
     pub events: u64,
     pub bytes_on_disk: u64,
+    /// Approximate heap of everything below, for the memory budget.
     pub heap_bytes: usize,
+    pub heap: HeapBreakdown,
     pub fenced: bool,
     pub oldest_ts_ms: Option<i64>,
     pub newest_ts_ms: Option<i64>,
+}
+
+/// Where the engine's heap goes (approximate bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeapBreakdown {
+    pub views: usize,
+    pub bitmaps: usize,
+    pub blocks_and_dicts: usize,
+    pub interner: usize,
+    pub dedup: usize,
 }
 
 /// Idempotency: 128-bit hashes of event ids seen, with the sequence number that carried each.
@@ -371,6 +390,17 @@ impl Durable {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.stop_cv.notify_all();
     }
+
+    /// Sleeps for `period` or until `stop`; returns whether the engine is stopping.
+    fn sleep_unless_stopped(&self, period: Duration) -> bool {
+        let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        // The flag is checked under the lock before waiting, so a stop that came first is seen.
+        let (guard, _) = self
+            .stop_cv
+            .wait_timeout_while(guard, period, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
 }
 
 struct Shared {
@@ -378,6 +408,8 @@ struct Shared {
     state: RwLock<State>,
     durable: Arc<Durable>,
     subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
+    /// The retention thread, joined by `close`.
+    workers: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
 }
 
@@ -595,11 +627,21 @@ impl Engine {
         }
         let shared = Arc::new(Shared {
             durable,
+            workers: Mutex::new(None),
             subscribers: Mutex::new(Vec::new()),
             state: RwLock::new(state),
             opts,
             _lock: lock,
         });
+        if let Some(every_ms) = shared.opts.retention_interval_ms {
+            let weak = Arc::downgrade(&shared);
+            let durable = shared.durable.clone();
+            let handle = std::thread::Builder::new()
+                .name("tokenboard-retention".into())
+                .spawn(move || retention_worker(weak, durable, every_ms))
+                .map_err(|e| Error::io("spawn retention thread", PathBuf::new(), e))?;
+            *shared.workers.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        }
         Ok((Engine { shared }, report))
     }
 
@@ -984,17 +1026,22 @@ impl Engine {
         let st = self.read();
         let bytes_on_disk = st.segments().map(|s| s.bytes_used).sum();
         let events = st.segments().map(|s| s.n_events).sum();
-        let heap = st.views.heap_bytes()
-            + st.interner.heap_bytes()
-            + st.segments().map(|s| s.heap_bytes()).sum::<usize>()
-            + st.dedup.seen.capacity() * 32;
+        let bitmaps: usize = st.segments().map(|s| s.index.heap_bytes()).sum();
+        let heap = HeapBreakdown {
+            views: st.views.heap_bytes(),
+            bitmaps,
+            blocks_and_dicts: st.segments().map(|s| s.heap_bytes()).sum::<usize>() - bitmaps,
+            interner: st.interner.heap_bytes(),
+            dedup: st.dedup.seen.capacity() * 32,
+        };
         EngineStatus {
             last_seq: st.next_seq - 1,
             durable_seq: self.durable_seq(),
             segments: st.sealed.len() + 1,
             events,
             bytes_on_disk,
-            heap_bytes: heap,
+            heap_bytes: heap.views + heap.bitmaps + heap.blocks_and_dicts + heap.interner + heap.dedup,
+            heap,
             fenced: self.shared.durable.is_fenced.load(Ordering::Acquire),
             oldest_ts_ms: st.views.time_bounds().map(|b| b.0),
             newest_ts_ms: st.views.time_bounds().map(|b| b.1),
@@ -1076,6 +1123,11 @@ impl Engine {
     /// Syncs, marks a clean shutdown and stops the background syncer. Appends after this fail.
     pub fn close(&self) -> Result<()> {
         self.shared.durable.stop();
+        let worker = self.shared.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(worker) = worker {
+            // A retention pass in progress finishes first; it only ever runs between appends.
+            let _ = worker.join();
+        }
         self.sync()?;
         self.shared.durable.fence("close", &self.shared.opts.dir.clone());
         let marker = self.shared.opts.dir.join(CLEAN_MARKER);
@@ -1109,21 +1161,27 @@ impl EdgeScan for SegmentScan<'_> {
 
 fn interval_syncer(durable: Arc<Durable>, every_ms: u64) {
     loop {
-        {
-            let stop = durable.stop.lock().unwrap_or_else(|e| e.into_inner());
-            let (stop, _) = durable
-                .stop_cv
-                .wait_timeout(stop, Duration::from_millis(every_ms))
-                .unwrap_or_else(|e| e.into_inner());
-            if *stop {
-                return;
-            }
+        if durable.sleep_unless_stopped(Duration::from_millis(every_ms)) {
+            return;
         }
         if durable.is_fenced.load(Ordering::Acquire) {
             return;
         }
         let seq = durable.written_seq.load(Ordering::Acquire);
         let _ = durable.sync_through(seq);
+    }
+}
+
+/// Enforces retention every `every_ms`. Holds the engine only while a pass runs, so dropping the
+/// last handle releases the directory.
+fn retention_worker(weak: std::sync::Weak<Shared>, durable: Arc<Durable>, every_ms: u64) {
+    loop {
+        if durable.sleep_unless_stopped(Duration::from_millis(every_ms)) {
+            return;
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        // Errors are reported by the next explicit call; a pass that fails leaves everything in place.
+        let _ = Engine { shared }.enforce_retention();
     }
 }
 

@@ -15,7 +15,7 @@ pub mod segment;
 pub mod views;
 
 pub use engine::{
-    AppendOutcome, Clock, Durability, Engine, EngineOptions, EngineStatus, IoFaults, LogPage, RecoveryIssue,
+    AppendOutcome, Clock, Durability, Engine, EngineOptions, EngineStatus, HeapBreakdown, IoFaults, LogPage, RecoveryIssue,
     RecoveryIssueKind, RecoveryReport, Retention, RetentionReport, TopBy, system_clock_ms,
 };
 pub use error::{Error, Result};

@@ -647,3 +647,29 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let (_e, _) = open(dir.path(), &clock);
     assert!(matches!(Engine::open(options(dir.path(), &clock)), Err(Error::Locked { .. })));
 }
+
+#[test]
+fn retention_runs_on_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention.max_events = Some(1000);
+    o.retention_interval_ms = Some(1000);
+    let (e, _) = Engine::open(o).unwrap();
+    // Chunks small enough for 64 KiB segments.
+    for c in events(40, 6000, T0, 1000).chunks(500) {
+        e.append(c).unwrap();
+    }
+    let before = e.status().events;
+    assert_eq!(before, 6000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.status().events == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let after = e.status().events;
+    assert!(after < before && after >= 1000, "retention ran by itself: {before} -> {after}");
+    e.close().unwrap();
+    drop(e);
+    // Closing joined the worker: the directory is free again at once.
+    let (_e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
+}

@@ -1,0 +1,27 @@
+//! Builds (once) the benchmark dataset of `TB_BENCH_EVENTS` events, opens it and prints the time
+//! to rebuild, bytes on disk per event and where the heap goes.
+//!
+//! `cargo run --release -p tokenboard-benches --example dataset_status`
+
+use std::time::Instant;
+
+use tokenboard_benches::{bench_options, dataset, dataset_events};
+use tokenboard_engine::Engine;
+
+fn main() {
+    let n = dataset_events();
+    let dir = dataset(n);
+    let start = Instant::now();
+    let (e, report) = Engine::open(bench_options(&dir)).expect("open dataset");
+    let took = start.elapsed();
+    let s = e.status();
+    println!("dataset {}: {} events in {} segments", dir.display(), report.events, s.segments);
+    println!("rebuild: {took:.2?} ({:.2} M events/s)", n as f64 / took.as_secs_f64() / 1e6);
+    println!("disk: {:.1} bytes per event", s.bytes_on_disk as f64 / s.events as f64);
+    let per_m = |b: usize| b as f64 / 1e6 / (s.events as f64 / 1e6);
+    println!("heap: {:.1} MB ({:.2} MB per 1M events)", s.heap_bytes as f64 / 1e6, per_m(s.heap_bytes));
+    let h = &s.heap;
+    for (what, b) in [("views", h.views), ("bitmaps", h.bitmaps), ("blocks and dicts", h.blocks_and_dicts), ("interner", h.interner), ("dedup", h.dedup)] {
+        println!("  {what:<17} {:>7.1} MB ({:.2} MB per 1M events)", b as f64 / 1e6, per_m(b));
+    }
+}
