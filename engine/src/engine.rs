@@ -594,6 +594,9 @@ impl Engine {
                 (seg, Arc::new(file))
             }
         };
+        // The newest segment may have lost every event (a cut or corrupt tail): its sequence
+        // numbers still start at its base.
+        let next_seq = next_seq.max(live.header.base_seq);
         let sealed: Vec<Arc<Segment>> = loaded.into_iter().map(Arc::new).collect();
         let path = live.path.clone();
         let state = State {
