@@ -534,6 +534,7 @@ impl Engine {
                 };
                 let sealed_at = bases.get(i + 1).map(|_| now);
                 let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
+                seg.ids_in_dedup.store(in_dedup_window, Ordering::Relaxed);
                 let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
                     seg.note_event(offset, &ev);
                     if in_dedup_window && let Some(id) = &ev.event_id {
@@ -1081,13 +1082,20 @@ impl Engine {
                 break;
             }
             // Fold, then persist the rollups, then delete: a crash in between never counts twice.
-            let mut rollups = st.rollups.clone();
-            let State { views, interner, .. } = &mut *st;
+            let mut builder = rollup::RollupBuilder::default();
+            let mut ids = Vec::new();
+            let with_ids = oldest.ids_in_dedup.load(Ordering::Relaxed);
+            let State { views, .. } = &mut *st;
             oldest.for_each(&mut |ev| {
                 views.apply(&ev, Sign::Sub);
-                rollups.fold(&ev, interner);
+                builder.add(&ev);
+                if with_ids && let Some(id) = &ev.event_id {
+                    ids.push(Dedup::hash(id));
+                }
                 true
             });
+            let mut rollups = st.rollups.clone();
+            rollups.absorb(builder, &st.interner);
             if let Some(last) = oldest.last_seq {
                 rollups.folded_through_seq = rollups.folded_through_seq.max(last);
             }
@@ -1097,28 +1105,27 @@ impl Engine {
             fs::rename(&oldest.path, &deleted).map_err(|e| Error::io("rename", &oldest.path, e))?;
             fs::remove_file(&deleted).map_err(|e| Error::io("remove", &deleted, e))?;
             rollup::sync_dir(&opts.dir)?;
-            for ev_id in collect_ids(&oldest) {
-                if st.dedup.seen.get(&ev_id).is_some_and(|s| oldest.last_seq.is_some_and(|l| *s <= l)) {
-                    st.dedup.seen.remove(&ev_id);
-                }
+            for h in ids {
+                st.dedup.seen.remove(&h);
             }
             st.sealed.remove(0);
             report.segments_deleted += 1;
             report.events_deleted += oldest.n_events;
             report.bytes_deleted += oldest.bytes_used;
         }
-        // Event ids older than the window.
+        // Event ids older than the window, once per segment.
         let cutoff = now - opts.dedup_window_ms;
         let expired: Vec<Arc<Segment>> = st
             .sealed
             .iter()
-            .filter(|s| s.sealed_at_ms.is_some_and(|t| t < cutoff))
+            .filter(|s| s.sealed_at_ms.is_some_and(|t| t < cutoff) && s.ids_in_dedup.load(Ordering::Relaxed))
             .cloned()
             .collect();
         for seg in expired {
             for h in collect_ids(&seg) {
                 st.dedup.seen.remove(&h);
             }
+            seg.ids_in_dedup.store(false, Ordering::Relaxed);
         }
         Ok(report)
     }

@@ -76,6 +76,25 @@ impl Rollups {
         self.folded_through_seq = self.folded_through_seq.max(ev.seq);
     }
 
+    /// Folds in what a builder gathered.
+    pub fn absorb(&mut self, builder: RollupBuilder, interner: &Interner) {
+        for ((day, group, key), agg) in builder.cells {
+            let name = match group {
+                RollupGroup::All => String::new(),
+                RollupGroup::StatusClass => key.to_string(),
+                _ => interner.resolve(crate::event::Sym(key)).to_string(),
+            };
+            let cell = self.days.entry((day, group, name)).or_default();
+            cell.calls += agg.calls;
+            cell.errors += agg.errors;
+            for (t, v) in cell.tokens.iter_mut().zip(agg.tokens) {
+                *t += v;
+            }
+            cell.latency_sum_ms += agg.latency_sum_ms;
+        }
+        self.folded_through_seq = self.folded_through_seq.max(builder.last_seq);
+    }
+
     pub fn load(dir: &Path) -> Result<Rollups> {
         let path = dir.join(ROLLUP_FILE);
         let bytes = match fs::read(&path) {
@@ -123,6 +142,32 @@ impl Rollups {
     /// Rows with a UTC day in `[from_day, to_day)`.
     pub fn range(&self, from_day: i64, to_day: i64) -> impl Iterator<Item = (&(i64, RollupGroup, String), &RollupAgg)> {
         self.days.iter().filter(move |((d, _, _), _)| *d >= from_day && *d < to_day)
+    }
+}
+
+/// Gathers the rollup of many events by symbol, without a string per event; `Rollups::absorb`
+/// names the cells once at the end.
+#[derive(Default)]
+pub struct RollupBuilder {
+    cells: rustc_hash::FxHashMap<(i64, RollupGroup, u32), RollupAgg>,
+    last_seq: u64,
+}
+
+impl RollupBuilder {
+    pub fn add(&mut self, ev: &StoredEvent) {
+        let day = ev.ts_ms.div_euclid(MS_PER_DAY);
+        let groups = [
+            (RollupGroup::All, 0),
+            (RollupGroup::Model, ev.dim(Dim::Model).0),
+            (RollupGroup::Key, ev.dim(Dim::Key).0),
+            (RollupGroup::Provider, ev.dim(Dim::Provider).0),
+            (RollupGroup::Credential, ev.dim(Dim::Credential).0),
+            (RollupGroup::StatusClass, ev.status_class() as u32),
+        ];
+        for (group, key) in groups {
+            self.cells.entry((day, group, key)).or_default().add(ev);
+        }
+        self.last_seq = self.last_seq.max(ev.seq);
     }
 }
 

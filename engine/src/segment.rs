@@ -356,6 +356,9 @@ pub struct Segment {
     pub bytes_used: u64,
     /// Corrupt regions found at open, `(start, end)`: readers jump over them.
     pub skips: Vec<(u64, u64)>,
+    /// Whether the event ids of this segment are in the engine's dedup set (cleared once they
+    /// age out of the window, so they are removed once, not on every retention pass).
+    pub ids_in_dedup: std::sync::atomic::AtomicBool,
 }
 
 impl Segment {
@@ -382,6 +385,7 @@ impl Segment {
             sealed_at_ms: None,
             bytes_used: SEGMENT_HEADER_BYTES as u64,
             skips: Vec::new(),
+            ids_in_dedup: std::sync::atomic::AtomicBool::new(true),
         })
     }
 

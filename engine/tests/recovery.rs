@@ -673,3 +673,31 @@ fn retention_runs_on_its_schedule() {
     // Closing joined the worker: the directory is free again at once.
     let (_e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
 }
+
+#[test]
+fn event_ids_are_remembered_for_the_window_then_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut o = options(dir.path(), &clock);
+    o.segment_age_max_ms = 3_600_000;
+    o.dedup_window_ms = 86_400_000;
+    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    let (e, _) = Engine::open(o.clone()).unwrap();
+    let mut ev = events(50, 1, T0, 1);
+    ev[0].event_id = Some("once".into());
+    assert_eq!(e.append(&ev).unwrap().accepted, 1);
+    // An hour later the segment rolls; 23 hours later the id is still known, even across a reopen.
+    clock.advance(3_600_001);
+    e.append(&events(51, 1, T0, 1)).unwrap();
+    clock.advance(22 * 3_600_000);
+    e.enforce_retention().unwrap();
+    assert_eq!(e.append(&ev).unwrap().duplicates, 1);
+    e.close().unwrap();
+    drop(e);
+    let (e, _) = Engine::open(o).unwrap();
+    assert_eq!(e.append(&ev).unwrap().duplicates, 1);
+    // Past the window (plus the segment's age span), the id is forgotten.
+    clock.advance(3 * 3_600_000);
+    e.enforce_retention().unwrap();
+    assert_eq!(e.append(&ev).unwrap().accepted, 1);
+}
