@@ -1070,6 +1070,11 @@ impl Engine {
         let now = (opts.clock)();
         let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
         let mut report = RetentionReport { segments_deleted: 0, events_deleted: 0, bytes_deleted: 0 };
+        // A live segment past its age is sealed here too, so an idle log still ages out.
+        if now - st.live.header.created_ms >= opts.segment_age_max_ms && st.live.n_events > 0 {
+            self.shared.durable.check_fenced()?;
+            self.roll(&mut st, now)?;
+        }
         loop {
             let Some(oldest) = st.sealed.first().cloned() else { break };
             let total_bytes: u64 = st.segments().map(|s| s.bytes_used).sum();

@@ -511,6 +511,12 @@ fn retention_by_age_uses_the_time_a_segment_was_sealed() {
     let report = e.enforce_retention().unwrap();
     assert_eq!(report.segments_deleted, 2);
     assert_eq!(e.status().events, 31);
+    // With no more appends, the live segment is sealed by age and then ages out too.
+    clock.advance(3_600_000);
+    e.enforce_retention().unwrap();
+    clock.advance(3 * 3_600_000);
+    e.enforce_retention().unwrap();
+    assert_eq!(e.status().events, 0, "an idle log still ages out");
 }
 
 /// Case 10: a reader keeps reading a segment that retention deletes under it.
