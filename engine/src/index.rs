@@ -307,9 +307,8 @@ pub fn query_segment(seg: &Segment, filter: &LogFilter, before_seq: u64, limit: 
             return;
         }
         batch.clear();
-        seg.for_each_in_block(b as usize, &mut |ev| {
-            let delta = (ev.seq - seg.base_seq()) as u32;
-            if delta < limit_delta && want(delta) && filter.matches(&ev) {
+        seg.visit_block(b as usize, &|delta| delta < limit_delta && want(delta), &mut |ev| {
+            if filter.matches(&ev) {
                 batch.push(ev);
             }
             true

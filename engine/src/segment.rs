@@ -418,37 +418,47 @@ impl Segment {
 
     /// Calls `f` for each event of block `b` in sequence order; stops early when `f` returns false.
     pub fn for_each_in_block(&self, b: usize, f: &mut dyn FnMut(StoredEvent) -> bool) -> bool {
+        self.visit_block(b, &|_| true, f)
+    }
+
+    /// Like `for_each_in_block`, but decodes only the events whose sequence delta `want`s: the
+    /// others are stepped over by their header alone (their bytes were validated when written or
+    /// recovered; every decoded frame is checked again).
+    pub fn visit_block(&self, b: usize, want: &dyn Fn(u32) -> bool, f: &mut dyn FnMut(StoredEvent) -> bool) -> bool {
         let Some(block) = self.blocks.get(b) else { return true };
         let lo = b as u32 * BLOCK_EVENTS;
         let hi = lo + BLOCK_EVENTS;
         let bytes = self.bytes();
         let mut pos = block.offset as usize;
         while pos + FRAME_HEADER_BYTES <= bytes.len() {
-            let Ok((h, payload)) = format::check_frame(self.header.salt, &bytes[pos..]) else {
-                // A corrupt region reported at open: jump over it. Anything else (bit rot since
-                // open) ends the block.
-                match self.skips.iter().find(|(from, _)| *from == pos as u64) {
-                    Some((_, to)) => {
-                        pos = *to as usize;
-                        continue;
-                    }
-                    None => return true,
-                }
-            };
-            pos += h.frame_bytes();
-            if h.kind_type() != KIND_EVENT {
+            // A corrupt region reported at open: jump over it.
+            if let Some((_, to)) = self.skips.iter().find(|(from, _)| *from == pos as u64) {
+                pos = *to as usize;
                 continue;
             }
-            if h.seq_delta < lo {
+            let h = FrameHeader::read(&bytes[pos..]);
+            if !format::kind_is_valid(h.kind) || pos + h.frame_bytes() > bytes.len() {
+                return true;
+            }
+            let at = pos;
+            pos += h.frame_bytes();
+            if h.kind_type() != KIND_EVENT || h.seq_delta < lo || !want(h.seq_delta) {
+                if h.seq_delta >= hi && h.kind_type() == KIND_EVENT {
+                    return true;
+                }
                 continue;
             }
             if h.seq_delta >= hi {
                 return true;
             }
+            let Ok((h, payload)) = format::check_frame(self.header.salt, &bytes[at..]) else {
+                return true;
+            };
             if let Ok(ev) = decode_event(&self.header, &self.dict, h.kind, h.seq_delta, payload)
-                && !f(ev) {
-                    return false;
-                }
+                && !f(ev)
+            {
+                return false;
+            }
         }
         true
     }
