@@ -476,12 +476,17 @@ impl Engine {
         // segment indexes; the other folds the decoded events into the views.
         let views = std::thread::scope(|scope| -> Result<Views> {
             let (to_views, chunks) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
+            // Emptied chunks come back, so the reader does not allocate (and the kernel zero)
+            // fresh pages for every chunk.
+            let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(6);
             let folder = scope.spawn(move || {
                 let mut views = Views::new();
-                for chunk in chunks {
+                for mut chunk in chunks {
                     for ev in &chunk {
                         views.apply(ev, Sign::Add);
                     }
+                    chunk.clear();
+                    let _ = recycle.try_send(chunk);
                 }
                 views
             });
@@ -542,8 +547,9 @@ impl Engine {
                     }
                     pending.push(ev);
                     if pending.len() >= REBUILD_CHUNK_EVENTS {
+                        let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(REBUILD_CHUNK_EVENTS));
                         // The views thread only stops early if it panicked; join reports that.
-                        let _ = to_views.send(std::mem::take(&mut pending));
+                        let _ = to_views.send(std::mem::replace(&mut pending, next));
                     }
                 });
                 if let Some(first) = seg.first_seq

@@ -65,33 +65,44 @@ impl SegmentIndex {
         if self.tail.is_empty() {
             return;
         }
+        // Runs per value; one map per fold (a fold covers up to 65 536 events).
         let mut runs: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let tail = std::mem::take(&mut self.tail);
         for i in 0..INDEXED_DIMS.len() {
-            runs.clear();
             for e in &tail {
                 runs.entry(e.dims[i].0 as u64).or_default().push(e.seq_delta);
             }
-            for (sym, deltas) in runs.drain() {
-                append_sorted(self.by_dim[i].entry(Sym(sym as u32)).or_default(), deltas);
+            for (sym, deltas) in runs.iter_mut() {
+                if !deltas.is_empty() {
+                    append_sorted(self.by_dim[i].entry(Sym(*sym as u32)).or_default(), deltas);
+                    deltas.clear();
+                }
             }
         }
         for e in &tail {
-            runs.entry(e.status as u64).or_default().push(e.seq_delta);
+            runs.entry(e.status as u64 | STATUS_TAG).or_default().push(e.seq_delta);
         }
-        for (status, deltas) in runs.drain() {
-            append_sorted(self.by_status.entry(status as u16).or_default(), deltas);
+        for e in tail.iter().filter(|e| !e.success) {
+            runs.entry(FAILED_TAG).or_default().push(e.seq_delta);
         }
-        append_sorted(&mut self.failed, tail.iter().filter(|e| !e.success).map(|e| e.seq_delta).collect());
         for e in &tail {
-            let blocks = runs.entry(e.key.0 as u64).or_default();
+            let blocks = runs.entry(e.key.0 as u64 | KEY_TAG).or_default();
             let block = e.seq_delta / BLOCK_EVENTS;
             if blocks.last() != Some(&block) {
                 blocks.push(block);
             }
         }
-        for (key, blocks) in runs.drain() {
-            append_sorted(self.key_blocks.entry(Sym(key as u32)).or_default(), blocks);
+        for (value, values) in runs.iter_mut() {
+            if values.is_empty() || value & TAGS == 0 {
+                continue;
+            }
+            let bitmap = match value & TAGS {
+                STATUS_TAG => self.by_status.entry((value & !TAGS) as u16).or_default(),
+                KEY_TAG => self.key_blocks.entry(Sym((value & !TAGS) as u32)).or_default(),
+                _ => &mut self.failed,
+            };
+            append_sorted(bitmap, values);
+            values.clear();
         }
         self.tail = tail;
         self.tail.clear();
@@ -272,13 +283,19 @@ fn folded_candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap>
 }
 
 /// Appends sorted values that are all greater than the bitmap's maximum.
-fn append_sorted(bitmap: &mut RoaringBitmap, values: Vec<u32>) {
+fn append_sorted(bitmap: &mut RoaringBitmap, values: &[u32]) {
     if let Err(e) = bitmap.append(values.iter().copied()) {
         // Only reachable through a caller bug; stay correct, if slower.
         debug_assert!(false, "index values out of order: {e:?}");
-        bitmap.extend(values);
+        bitmap.extend(values.iter().copied());
     }
 }
+
+/// Tags that keep status, key-block and failed-call runs apart from symbol runs in one map.
+const STATUS_TAG: u64 = 1 << 40;
+const KEY_TAG: u64 = 1 << 41;
+const FAILED_TAG: u64 = 1 << 42;
+const TAGS: u64 = STATUS_TAG | KEY_TAG | FAILED_TAG;
 
 /// Appends to `out`, newest first, the events of `seg` with sequence number below `before_seq`
 /// that match `filter`, until `out` holds `limit` events.
