@@ -947,22 +947,8 @@ impl Engine {
 
     /// The `limit` groups with the most calls (or tokens), largest first, and everything else summed.
     pub fn top(&self, group: Group, range: TimeRange, limit: usize, by: TopBy) -> (Vec<(u32, crate::views::Agg)>, crate::views::Agg) {
-        let mut all = self.breakdown(group, range);
-        let weight = |a: &crate::views::Agg| match by {
-            TopBy::Calls => (a.calls, a.total_tokens()),
-            TopBy::Tokens => (a.total_tokens(), a.calls),
-        };
-        let mut other = crate::views::Agg::default();
-        if all.len() > limit {
-            if limit > 0 {
-                all.select_nth_unstable_by(limit - 1, |(ka, a), (kb, b)| weight(b).cmp(&weight(a)).then(ka.cmp(kb)));
-            }
-            for (_, a) in all.drain(limit..) {
-                other.merge(&a);
-            }
-        }
-        all.sort_unstable_by(|(ka, a), (kb, b)| weight(b).cmp(&weight(a)).then(ka.cmp(kb)));
-        (all, other)
+        let st = self.read();
+        st.views.top_n(group, range, limit, by == TopBy::Tokens, &mut SegmentScan { st: &st })
     }
 
     pub fn trend(&self, range: TimeRange, granularity: Granularity, tz: chrono_tz::Tz) -> Result<Vec<TrendBucket>> {

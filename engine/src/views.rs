@@ -8,29 +8,49 @@
 //!   - 1440 minute slots, allocated only for minutes with events, each an aggregate plus the
 //!     minute's latency + TTFT histogram (sorted runs of packed bin counts; dense while the
 //!     minute is among the last few appended to);
-//!   - 24 hour slots with the same totals plus the breakdown cells of Model, Endpoint,
-//!     Provider, Credential and StatusClass;
-//!   - the day's Key cells (Key has ~10k values, so it gets daily cells only).
+//!   - 96 quarter-hour slots with the same totals (all zone offsets since 1972 are multiples
+//!     of 15 minutes, so local hours and days start on quarter hours);
+//!   - 24 hour slots with the breakdown cells of Model, Endpoint, Provider, Credential and
+//!     StatusClass, and the hour's Key cells: every key while the hour is hot, only the
+//!     heaviest once it is frozen (see "Top-N" below);
+//!   - the day's Key cells, and once frozen its heaviest keys.
 //!
 //!   Days live in a `Vec` sorted by day number; the last-touched position is cached, so
 //!   in-order appends do no search.
 //! - All-time cells: per hourly group, the sum of the frozen hours (hot hours are added at
-//!   query time); for Key, every key's all-time cell, next to which the key's latest-day cells
-//!   sit "inline", so an in-order append touches one small Key entry (`cells::KeyTotals`).
-//! - Hot and frozen: the cells of periods being written are hash maps; a period nothing was
-//!   applied to for a while is frozen into sorted `Vec`s (hours) or varint-packed bytes (Key
-//!   days), about a half and a quarter of the memory. Frozen cells still take writes.
+//!   query time); for Key, every key's all-time cell, next to which the key's latest-hour
+//!   cells sit "inline", so an in-order append touches one small Key entry
+//!   (`cells::KeyTotals`).
+//! - Hot and frozen: the cells of periods being written are hash maps or append logs; a
+//!   period nothing was applied to for a while is frozen into sorted `Vec`s (hours) or
+//!   varint-packed bytes (Key days), about a half and a quarter of the memory. Frozen cells
+//!   still take writes.
 //!
 //! # Exactness and [`EdgeScan`]
-//! Summaries and trends are exact from the cells for any minute-aligned range (whole UTC
-//! hours are read from the hour slots), in any zone whose offsets are whole minutes.
+//! Summaries and trends are exact from the cells for any minute-aligned range (whole
+//! quarters are read from the quarter slots), in any zone whose offsets are whole minutes.
 //! Breakdowns are exact from the cells for whole UTC hours (whole UTC days for Key). The rest
 //! comes from the `EdgeScan`, which is asked only for:
 //! - summary / trend: the UTC minutes holding events that contain the range ends or a bucket
 //!   boundary not on a minute (adjacent ones in one call), clipped to the range;
 //! - breakdown: the partial UTC hours (days for Key) at both ends of the range, narrowed to the
 //!   minutes holding events and clipped to the range; nothing when `from ≤ min ts` and
-//!   `to > max ts` (the all-time cells answer).
+//!   `to > max ts` (the all-time cells answer);
+//! - top-N of Key ([`Views::top_n`]): the partial UTC hours at both ends, likewise narrowed;
+//!   and when the heavy keys cannot prove the answer, what the Key breakdown asks for.
+//!
+//! # Top-N
+//! A frozen hour or day keeps the exact cells of its `HEAVY_KEYS` heaviest keys (half by
+//! tokens, half by calls) and, for every other key, an upper bound of its tokens and of its
+//! calls there (`cells::HeavyKeys`). A Key top-N over a range sums those lists over the whole
+//! days and the hours of the partial days it covers (hot periods give all their keys), plus
+//! a scan of the partial hours. The answer is proven, and returned without the breakdown, when
+//! each of the N keys is listed wherever its period has unlisted calls (so its cells are
+//! exact), and no other key, listed or not, can reach the N-th by the bounds; the rest ("other")
+//! is the range total less the N. Usage is skewed in practice (a few keys make most calls),
+//! so this mostly holds; otherwise `top_n` falls back to the Key breakdown. After removals or
+//! late additions a frozen list keeps exact cells for its keys and valid (looser) bounds for
+//! the others.
 //!
 //! # Histograms
 //! Values below 16 ms have a bin each; above, each power of two is split into 8 equal bins, so
@@ -42,14 +62,18 @@
 //!   content only: views that saw the same multiset of events are equal whatever the order and
 //!   whether or not other events were added and removed in between. Caches (the day cursor,
 //!   hot or frozen or inline forms, dense minutes, the offsets behind
-//!   [`Views::time_bounds`]) and capacities take no part.
+//!   [`Views::time_bounds`]), the heavy-key lists and bounds (an index whose exact content
+//!   depends on when periods froze) and capacities take no part.
 //! - Internal sums are modulo 2^64, so adding and removing are exact inverses in any order.
 //!   Removing an event that was never added is a caller bug: `debug_assert!` catches it; in
 //!   release it is absorbed without a panic (the views are then wrong, not broken).
 //!
 //! # Limits
-//! - Key breakdowns carry calls, errors, tokens and latency sum only; the TTFT, stream and
-//!   quality counters of their `Agg`s are zero.
+//! - Key breakdowns and top-Ns carry calls, errors, tokens and latency sum only; the TTFT,
+//!   stream and quality counters of their `Agg`s are zero.
+//! - A Key breakdown over a range with partial UTC days scans those partial days (Key has
+//!   ~10k values: hourly cells of every key would take about as much memory as all the rest).
+//!   `top_n` avoids that scan when the heavy keys prove the answer (see "Top-N").
 //! - [`Views::time_bounds`] is exact while nothing was removed. Removing the first (last) event
 //!   of a minute that keeps other events leaves that bound where it was, up to a minute too
 //!   wide, never too narrow.
@@ -68,7 +92,10 @@ pub use histogram::{BINS as HISTOGRAM_BINS, Histogram, bin_of as histogram_bin_o
 use rustc_hash::FxHashMap;
 
 use crate::event::{Dim, StoredEvent, status_class};
-use cells::{AggCell, Cell, CellMap, HotCells, KeyCell, KeyMap, KeyTotals, OrderedMap, SortedAcc};
+use cells::{
+    AggCell, Cell, CellMap, DayMove, HeavyKeys, HotCells, HourKeys, KeyCell, KeyMap, KeyTotals, OrderedMap, SortedAcc,
+    cell_calls,
+};
 use histogram::{BINS, DenseKeys, KEYS, SlotHist, bin_of};
 
 /// The most buckets one trend returns.
@@ -78,6 +105,9 @@ const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
 const MINUTES_PER_DAY: usize = 1440;
+const MINUTES_PER_QUARTER: usize = 15;
+const QUARTERS_PER_HOUR: usize = 4;
+const QUARTERS_PER_DAY: usize = 96;
 const HOURS_PER_DAY: usize = 24;
 
 /// Whether an event enters or leaves the views.
@@ -329,23 +359,35 @@ impl PartialEq for MinuteSlot {
 
 /// A cold minute's histogram turns dense past this many entries (it is then 3840 bytes).
 const MINUTE_RUNS_MAX: usize = 512;
-/// An hour's histogram stays dense once it needs more entries than this.
-const HOUR_RUNS_MAX: usize = 128;
+/// A quarter's histogram stays dense once it needs more entries than this.
+const QUARTER_RUNS_MAX: usize = 128;
+/// A day total's histogram is kept dense above this many entries.
+const DAY_RUNS_MAX: usize = 256;
 
-struct HourSlot {
+/// The totals of a UTC quarter hour.
+#[derive(PartialEq)]
+struct QuarterSlot {
     agg: AggCell,
     hist: SlotHist<u32>,
+}
+
+struct HourSlot {
+    /// Events held; the slot goes when it returns to zero.
+    calls: u64,
     /// Indexed like `HOURLY_GROUPS`.
     groups: [CellMap<AggCell>; 5],
     /// Frozen: the group cells are sorted and counted in `Views::frozen_totals`.
     frozen: bool,
+    /// The hour's Key cells: all while hot, the heaviest once frozen (an index for `top_n`,
+    /// so not compared: what a frozen hour keeps depends on its history).
+    keys: HourKeys,
     /// `Views::applies` when last touched (a cache).
     last_touch: u64,
 }
 
 impl PartialEq for HourSlot {
     fn eq(&self, other: &HourSlot) -> bool {
-        self.agg == other.agg && self.hist == other.hist && self.groups == other.groups
+        self.calls == other.calls && self.groups == other.groups
     }
 }
 
@@ -356,8 +398,15 @@ struct DayBlock {
     calls: u64,
     /// `MINUTES_PER_DAY` slots.
     minutes: Box<[Option<Box<MinuteSlot>>]>,
+    quarters: [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY],
     hours: [Option<Box<HourSlot>>; HOURS_PER_DAY],
     keys: KeyMap,
+    /// The heaviest keys of the day: set while `keys` is packed (the day is frozen and has no
+    /// inline cells), computed when it was packed.
+    heavy: Option<HeavyKeys>,
+    /// The sum of the quarters, computed when the day freezes and dropped by any write (a
+    /// cache: long summaries and trends then read 30 days, not 2880 quarters).
+    total: Option<Box<QuarterSlot>>,
     /// `Views::applies` when last touched (a cache).
     last_touch: u64,
 }
@@ -365,7 +414,11 @@ struct DayBlock {
 /// Key cells are compared by `Views`, since some may be inline in `Views::key_totals`.
 impl PartialEq for DayBlock {
     fn eq(&self, other: &DayBlock) -> bool {
-        self.day == other.day && self.calls == other.calls && self.minutes == other.minutes && self.hours == other.hours
+        self.day == other.day
+            && self.calls == other.calls
+            && self.minutes == other.minutes
+            && self.quarters == other.quarters
+            && self.hours == other.hours
     }
 }
 
@@ -375,26 +428,34 @@ impl DayBlock {
             day,
             calls: 0,
             minutes: (0..MINUTES_PER_DAY).map(|_| None).collect(),
+            quarters: std::array::from_fn(|_| None),
             hours: std::array::from_fn(|_| None),
             keys: KeyMap::default(),
+            heavy: None,
+            total: None,
             last_touch: 0,
         }
     }
 
-    /// Adds the minutes `a..b` of this day (0 ≤ a ≤ b ≤ 1440), taking whole hours from the
-    /// hour slots.
+    /// Adds the minutes `a..b` of this day (0 ≤ a ≤ b ≤ 1440), taking whole quarters from the
+    /// quarter slots.
     fn add_minutes(&self, a: usize, b: usize, agg: &mut AggCell, hist: &mut [u64; KEYS]) {
-        let (hour_a, hour_b) = (a.div_ceil(60), b / 60);
-        if hour_a >= hour_b {
+        if let Some(total) = self.total.as_ref().filter(|_| a == 0 && b == MINUTES_PER_DAY) {
+            agg.merge(&total.agg);
+            total.hist.add_to(hist);
+            return;
+        }
+        let (q_a, q_b) = (a.div_ceil(MINUTES_PER_QUARTER), b / MINUTES_PER_QUARTER);
+        if q_a >= q_b {
             self.add_minute_slots(a, b, agg, hist);
             return;
         }
-        self.add_minute_slots(a, hour_a * 60, agg, hist);
-        for slot in self.hours[hour_a..hour_b].iter().flatten() {
+        self.add_minute_slots(a, q_a * MINUTES_PER_QUARTER, agg, hist);
+        for slot in self.quarters[q_a..q_b].iter().flatten() {
             agg.merge(&slot.agg);
             slot.hist.add_to(hist);
         }
-        self.add_minute_slots(hour_b * 60, b, agg, hist);
+        self.add_minute_slots(q_b * MINUTES_PER_QUARTER, b, agg, hist);
     }
 
     fn add_minute_slots(&self, a: usize, b: usize, agg: &mut AggCell, hist: &mut [u64; KEYS]) {
@@ -404,23 +465,72 @@ impl DayBlock {
         }
     }
 
+    /// The totals of the hours `a..b` of this day.
+    fn hours_agg(&self, a: usize, b: usize) -> AggCell {
+        let mut agg = AggCell::default();
+        for slot in self.quarters[a * QUARTERS_PER_HOUR..b * QUARTERS_PER_HOUR].iter().flatten() {
+            agg.merge(&slot.agg);
+        }
+        agg
+    }
+
+    /// Applies a Key cell to the day's map; true when the map was packed and turned hot (its
+    /// heavy keys are then gone).
+    fn apply_key(&mut self, key: u32, cell: &KeyCell, sign: Sign) -> bool {
+        let thawed = self.keys.apply(key, cell, sign);
+        if thawed {
+            self.heavy = None;
+        }
+        thawed
+    }
+
+    /// Makes the Key map hot before inline cells are added for this day; true if it was packed.
+    #[inline]
+    fn thaw_keys(&mut self) -> bool {
+        if self.heavy.is_none() {
+            return false;
+        }
+        let thawed = self.keys.thaw();
+        if thawed {
+            self.heavy = None;
+        }
+        thawed
+    }
+
     fn heap_bytes(&self) -> usize {
         let mut bytes = self.minutes.len() * size_of::<Option<Box<MinuteSlot>>>() + self.keys.heap_bytes();
         for slot in self.minutes.iter().flatten() {
             bytes += size_of::<MinuteSlot>() + slot.hist.heap_bytes();
         }
+        for slot in self.quarters.iter().flatten() {
+            bytes += size_of::<QuarterSlot>() + slot.hist.heap_bytes();
+        }
         for slot in self.hours.iter().flatten() {
-            bytes += size_of::<HourSlot>() + slot.hist.heap_bytes();
+            bytes += size_of::<HourSlot>() + slot.keys.heap_bytes();
             bytes += slot.groups.iter().map(|g| g.heap_bytes()).sum::<usize>();
         }
-        bytes
+        bytes += self.total.as_ref().map_or(0, |t| size_of::<QuarterSlot>() + t.hist.heap_bytes());
+        bytes + self.heavy.as_ref().map_or(0, HeavyKeys::heap_bytes)
+    }
+
+    /// Sums the quarters into `total`.
+    fn compute_total(&mut self) {
+        let mut agg = AggCell::default();
+        let mut hist = [0u64; KEYS];
+        for slot in self.quarters.iter().flatten() {
+            agg.merge(&slot.agg);
+            slot.hist.add_to(&mut hist);
+        }
+        let mut total = SlotHist::Dense(Box::new(hist));
+        total.compact(DAY_RUNS_MAX);
+        self.total = Some(Box::new(QuarterSlot { agg, hist: total }));
     }
 }
 
 /// Removals from a frozen hour with more cells than this in some group thaw it first.
 const SORTED_REMOVE_MAX: usize = 64;
 
-/// Sorts the group cells of an hour, counts them in `totals`, compacts its histogram.
+/// Sorts the group cells of an hour and counts them in `totals`.
 fn freeze_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
     if slot.frozen {
         return;
@@ -431,11 +541,10 @@ fn freeze_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
             totals.apply(*key, cell, Sign::Add);
         }
     }
-    slot.hist.compact(HOUR_RUNS_MAX);
     slot.frozen = true;
 }
 
-/// Undoes `freeze_hour`, but leaves the histogram as it is.
+/// Undoes `freeze_hour`.
 fn thaw_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
     if !slot.frozen {
         return;
@@ -466,6 +575,22 @@ const FREEZE_CHECK_EVERY: u64 = if cfg!(test) { 16 } else { 1024 };
 const HOT_PERIODS_MAX: usize = 32;
 /// Minutes whose histogram is kept dense: the most recently added-to ones.
 const DENSE_MINUTES: usize = 4;
+/// Keys a frozen hour or day keeps exactly for `top_n`: half the heaviest by tokens, half by
+/// calls. A top-N query over a range with partial days is answered from these when the N
+/// keys are among them wherever they had calls, and nothing else can reach them.
+const HEAVY_KEYS: usize = if cfg!(test) { 4 } else { 32 };
+
+/// Periods an `apply` turned hot.
+#[derive(Default)]
+struct TurnedHot([Option<HotPeriod>; 6]);
+
+impl TurnedHot {
+    fn push(&mut self, period: HotPeriod) {
+        if let Some(free) = self.0.iter_mut().find(|p| p.is_none()) {
+            *free = Some(period);
+        }
+    }
+}
 
 /// The materialised views.
 pub struct Views {
@@ -549,6 +674,7 @@ impl Views {
         let ms_of_day = ev.ts_ms.rem_euclid(DAY_MS);
         let minute = (ms_of_day / MINUTE_MS) as usize;
         let offset_ms = (ms_of_day % MINUTE_MS) as u16;
+        let quarter = minute / MINUTES_PER_QUARTER;
         let hour = minute / 60;
         let minute_index = day * MINUTES_PER_DAY as i64 + minute as i64;
         let hour_index = day * HOURS_PER_DAY as i64 + hour as i64;
@@ -566,24 +692,58 @@ impl Views {
         }
         let now = self.applies;
 
-        let mut turned_hot: [Option<HotPeriod>; 3] = [None; 3];
+        let mut turned_hot = TurnedHot::default();
         let pos = match sign {
             Sign::Add => {
                 let (pos, created) = self.day_position_or_insert(day);
                 if created {
-                    turned_hot[1] = Some(HotPeriod::Day(day));
+                    turned_hot.push(HotPeriod::Day(day));
+                }
+                let block = &mut self.days[pos];
+                if block.hours[hour].is_none() {
+                    block.hours[hour] = Some(Box::new(HourSlot {
+                        calls: 0,
+                        groups: std::array::from_fn(|_| CellMap::new(true)),
+                        frozen: false,
+                        keys: HourKeys::default(),
+                        last_touch: now,
+                    }));
+                    turned_hot.push(HotPeriod::Hour(hour_index));
                 }
                 pos
             }
             Sign::Sub => match self.day_position(day) {
-                Some(pos) => pos,
-                None => {
+                Some(pos) if self.days[pos].hours[hour].is_some() => pos,
+                _ => {
                     debug_assert!(false, "views: removing an event never added");
                     return;
                 }
             },
         };
+
+        // Key cells first: a removal settles inline cells into the hour and day it removes
+        // from, which must still be there.
+        let outcome = match sign {
+            Sign::Add => {
+                let hour_hot = self.days[pos].hours[hour].as_ref().is_some_and(|s| s.keys.is_hot());
+                self.key_totals.add(key, day, hour, hour_hot, &key_delta)
+            }
+            Sign::Sub => self.key_totals.sub(key, day, &key_delta),
+        };
+        self.apply_day_move(outcome.to_day, &mut turned_hot);
         let block = &mut self.days[pos];
+        block.total = None;
+        if outcome.direct || sign == Sign::Sub {
+            if block.apply_key(key, &key_delta, sign) {
+                turned_hot.push(HotPeriod::Day(day));
+            }
+            if let Some(slot) = &mut block.hours[hour] {
+                slot.keys.apply(key, &key_delta, sign);
+            }
+        } else if block.thaw_keys() {
+            // Inline cells of a frozen day: its packed map and heavy keys would be stale.
+            turned_hot.push(HotPeriod::Day(day));
+        }
 
         // Minute slot.
         match (&mut block.minutes[minute], sign) {
@@ -614,45 +774,59 @@ impl Views {
             }
         }
 
+        // Quarter slot: dense while its hour is hot, compacted when the hour freezes.
+        let hour_frozen = block.hours[hour].as_ref().is_some_and(|s| s.frozen);
+        match (&mut block.quarters[quarter], sign) {
+            (Some(slot), Sign::Add) => slot.agg.merge(&delta),
+            (empty @ None, Sign::Add) => {
+                *empty = Some(Box::new(QuarterSlot {
+                    agg: delta,
+                    hist: if hour_frozen { SlotHist::default() } else { SlotHist::dense() },
+                }));
+            }
+            (Some(slot), Sign::Sub) => slot.agg.unmerge(&delta),
+            (None, Sign::Sub) => debug_assert!(false, "views: removing an event never added"),
+        }
+        if let Some(slot) = &mut block.quarters[quarter] {
+            slot.hist.add(latency_key, sign, QUARTER_RUNS_MAX);
+            if let Some(k) = ttft_key {
+                slot.hist.add(k, sign, QUARTER_RUNS_MAX);
+            }
+            if sign == Sign::Sub && slot.agg.is_zero() && slot.hist.is_empty() {
+                block.quarters[quarter] = None;
+            }
+        }
+
         // Hour slot.
         block.last_touch = now;
-        if block.hours[hour].is_none() && sign == Sign::Add {
-            block.hours[hour] = Some(Box::new(HourSlot {
-                agg: AggCell::default(),
-                hist: SlotHist::dense(),
-                groups: std::array::from_fn(|_| CellMap::new(true)),
-                frozen: false,
-                last_touch: now,
-            }));
-            turned_hot[0] = Some(HotPeriod::Hour(hour_index));
-        }
         if let Some(slot) = &mut block.hours[hour] {
             slot.last_touch = now;
-            match sign {
-                Sign::Add => slot.agg.merge(&delta),
-                Sign::Sub => slot.agg.unmerge(&delta),
-            }
-            slot.hist.add(latency_key, sign, HOUR_RUNS_MAX);
-            if let Some(k) = ttft_key {
-                slot.hist.add(k, sign, HOUR_RUNS_MAX);
-            }
             if slot.frozen && sign == Sign::Sub && slot.groups.iter().any(|g| g.len() > SORTED_REMOVE_MAX) {
                 // Many removals are coming (retention drops whole segments): thaw rather than
                 // shift the sorted cells once per removal.
                 thaw_hour(slot, &mut self.frozen_totals);
-                turned_hot[0] = Some(HotPeriod::Hour(hour_index));
+                turned_hot.push(HotPeriod::Hour(hour_index));
             }
-            for ((cells, group_key), totals) in slot.groups.iter_mut().zip(group_keys).zip(&mut self.frozen_totals) {
-                cells.apply(group_key, &delta, sign);
-                if slot.frozen {
-                    totals.apply(group_key, &delta, sign);
+            // The keys by reference: zipping the array by value copies it through the stack in
+            // a way that stalls store forwarding, a measurable share of an append.
+            for (cells, group_key) in slot.groups.iter_mut().zip(&group_keys) {
+                cells.apply(*group_key, &delta, sign);
+            }
+            if slot.frozen {
+                for (totals, group_key) in self.frozen_totals.iter_mut().zip(&group_keys) {
+                    totals.apply(*group_key, &delta, sign);
                 }
             }
-            if sign == Sign::Sub && slot.agg.is_zero() {
-                block.hours[hour] = None;
+            match sign {
+                Sign::Add => slot.calls = slot.calls.wrapping_add(1),
+                Sign::Sub => {
+                    slot.calls = slot.calls.saturating_sub(1);
+                    if slot.calls == 0 {
+                        block.hours[hour] = None;
+                        self.key_totals.drop_hour(day, hour);
+                    }
+                }
             }
-        } else {
-            debug_assert!(false, "views: removing an event never added");
         }
 
         match sign {
@@ -662,37 +836,27 @@ impl Views {
                 block.calls = block.calls.saturating_sub(1);
             }
         }
-
-        // Key cells.
-        let moved = match sign {
-            Sign::Add => {
-                let outcome = self.key_totals.add(key, day, &key_delta);
-                if outcome.to_day && self.days[pos].keys.apply(key, &key_delta, Sign::Add) {
-                    turned_hot[1] = Some(HotPeriod::Day(day));
-                }
-                outcome.moved
-            }
-            Sign::Sub => self.key_totals.sub(key, day, &key_delta),
-        };
-        if let Some(moved) = moved {
-            if let Some(moved_pos) = self.day_position(moved.day) {
-                if self.days[moved_pos].keys.apply(key, &moved.cell, Sign::Add) {
-                    turned_hot[2] = Some(HotPeriod::Day(moved.day));
-                }
-            } else {
-                debug_assert!(false, "views: inline key cells of a day that is gone");
-            }
-        }
-        if sign == Sign::Sub && self.days[pos].keys.apply(key, &key_delta, Sign::Sub) {
-            turned_hot[1] = Some(HotPeriod::Day(day));
-        }
-        if self.days[pos].calls == 0 {
+        if block.calls == 0 {
             self.days.remove(pos);
             self.cursor = pos.saturating_sub(1);
         }
 
-        for period in turned_hot.into_iter().flatten() {
+        for period in turned_hot.0.into_iter().flatten() {
             self.mark_hot(period);
+        }
+    }
+
+    /// Adds inline Key cells that `KeyTotals` moves out to their day's map.
+    fn apply_day_move(&mut self, to_day: Option<DayMove>, turned_hot: &mut TurnedHot) {
+        if let Some(m) = to_day {
+            match self.day_position(m.day) {
+                Some(pos) => {
+                    if self.days[pos].apply_key(m.key, &m.cell, Sign::Add) {
+                        turned_hot.push(HotPeriod::Day(m.day));
+                    }
+                }
+                None => debug_assert!(false, "views: inline key cells of a day that is gone"),
+            }
         }
     }
 
@@ -776,6 +940,19 @@ impl Views {
                         continue;
                     }
                     freeze_hour(slot, &mut self.frozen_totals);
+                    if slot.keys.is_hot() {
+                        let (cells, to_day) = self.key_totals.take_hour(day, hour);
+                        slot.keys.freeze(cells, HEAVY_KEYS);
+                        for m in to_day {
+                            if block.apply_key(m.key, &m.cell, Sign::Add) && !self.hot.contains(&HotPeriod::Day(day)) {
+                                self.hot.push(HotPeriod::Day(day));
+                            }
+                        }
+                    }
+                    let quarters = hour * QUARTERS_PER_HOUR..(hour + 1) * QUARTERS_PER_HOUR;
+                    for slot in block.quarters[quarters].iter_mut().flatten() {
+                        slot.hist.compact(QUARTER_RUNS_MAX);
+                    }
                     for slot in block.minutes[hour * 60..(hour + 1) * 60].iter_mut().flatten() {
                         slot.hist.shrink_to_fit();
                     }
@@ -785,10 +962,14 @@ impl Views {
                         self.hot.push(period);
                         continue;
                     }
-                    for (key, cell) in self.key_totals.take_inline(day) {
-                        block.keys.apply(key, &cell, Sign::Add);
+                    for m in self.key_totals.take_inline_day(day) {
+                        block.keys.apply(m.key, &m.cell, Sign::Add);
+                    }
+                    if let KeyMap::Hot(map) = &block.keys {
+                        block.heavy = Some(HeavyKeys::select(map.iter().map(|(k, c)| (*k, *c)).collect(), HEAVY_KEYS));
                     }
                     block.keys.freeze();
+                    block.compute_total();
                 }
             }
         }
@@ -991,6 +1172,215 @@ impl Views {
         }
     }
 
+    /// The `n` groups with the most tokens (`by_tokens`) or calls in `range`, heaviest first
+    /// (ties go to the other measure, then to the smaller key), and the sum of all the others:
+    /// what selecting from [`Views::breakdown`] gives (for Key, likewise only calls, errors,
+    /// tokens and latency sum), but for Key without building every key's [`Agg`], and over
+    /// ranges with partial days mostly without the scan (see the module doc).
+    pub fn top_n(
+        &self,
+        group: Group,
+        range: TimeRange,
+        n: usize,
+        by_tokens: bool,
+        scan: &mut dyn EdgeScan,
+    ) -> (Vec<(u32, Agg)>, Agg) {
+        let Some((min_ts, max_ts)) = self.time_bounds() else { return (Vec::new(), Agg::default()) };
+        if range.is_empty() {
+            return (Vec::new(), Agg::default());
+        }
+        if group != Group::Key {
+            return select_top(self.breakdown(group, range, scan), n, by_tokens);
+        }
+        if range.from_ms <= min_ts && range.to_ms > max_ts {
+            let mut total = KeyCell::default();
+            let mut ranked: Vec<(Rank, u32)> = Vec::with_capacity(self.key_totals.len());
+            for (key, cell) in self.key_totals.sorted() {
+                if cell_calls(&cell) > 0 {
+                    total.merge(&cell);
+                    ranked.push((Rank::of(&cell, by_tokens), key));
+                }
+            }
+            let top =
+                top_of(&mut ranked, n).iter().map(|(_, key)| (*key, self.key_totals.cell_of(*key).unwrap_or_default()));
+            return finish_top(top.collect(), total);
+        }
+        match self.top_keys_from_heavy(range, n, by_tokens, scan) {
+            Some(found) => found,
+            None => select_top(self.breakdown(group, range, scan), n, by_tokens),
+        }
+    }
+
+    /// The Key top-N of `range` from the heavy keys of the frozen hours and days it covers,
+    /// every key of the hot ones, and the scan of the partial hours at its ends; `None` when
+    /// those cannot prove the answer (see `HEAVY_KEYS`).
+    fn top_keys_from_heavy(
+        &self,
+        range: TimeRange,
+        n: usize,
+        by_tokens: bool,
+        scan: &mut dyn EdgeScan,
+    ) -> Option<(Vec<(u32, Agg)>, Agg)> {
+        /// Some periods' Key cells: all of them when `rest` is (0, 0), else those of the keys
+        /// listed, no other key having more than `rest` (tokens, calls).
+        struct Block<'a> {
+            cells: std::borrow::Cow<'a, [(u32, KeyCell)]>,
+            rest: (u64, u64),
+        }
+        enum Period {
+            Day(usize),
+            Hour(usize, usize),
+        }
+        let per_day = HOURS_PER_DAY as i64;
+        let (h_lo, h_hi) = (ceil_div(range.from_ms, HOUR_MS), floor_div(range.to_ms, HOUR_MS));
+        let mut periods = Vec::new();
+        let hours = |views: &Views, from: i64, to: i64, periods: &mut Vec<Period>| {
+            let start = views.days.partition_point(|b| b.day < from.div_euclid(per_day));
+            for (pos, block) in views.days.iter().enumerate().skip(start).take_while(|(_, b)| b.day * per_day < to) {
+                let (a, b) =
+                    ((from - block.day * per_day).max(0) as usize, (to - block.day * per_day).min(per_day) as usize);
+                periods.extend((a..b).filter(|h| block.hours[*h].is_some()).map(|h| Period::Hour(pos, h)));
+            }
+        };
+        let edges = if h_lo < h_hi {
+            let (d_lo, d_hi) = (ceil_div(h_lo, per_day), floor_div(h_hi, per_day));
+            if d_lo < d_hi {
+                hours(self, h_lo, d_lo * per_day, &mut periods);
+                let start = self.days.partition_point(|b| b.day < d_lo);
+                periods.extend((start..self.days.len()).take_while(|p| self.days[*p].day < d_hi).map(Period::Day));
+                hours(self, d_hi * per_day, h_hi, &mut periods);
+            } else {
+                hours(self, h_lo, h_hi, &mut periods);
+            }
+            [
+                TimeRange::new(range.from_ms, h_lo.saturating_mul(HOUR_MS)),
+                TimeRange::new(h_hi.saturating_mul(HOUR_MS), range.to_ms),
+            ]
+        } else {
+            [range, TimeRange::new(0, 0)]
+        };
+
+        // Hot periods have every key: their cells plus the inline ones.
+        let is_hot = |p: &Period| match *p {
+            Period::Day(pos) => self.days[pos].heavy.is_none(),
+            Period::Hour(pos, h) => self.days[pos].hours[h].as_ref().is_some_and(|s| s.keys.is_hot()),
+        };
+        let mut inline_days: FxHashMap<i64, Vec<(u32, KeyCell)>> = FxHashMap::default();
+        let mut inline_hours: FxHashMap<(i64, usize), Vec<(u32, KeyCell)>> = FxHashMap::default();
+        if periods.iter().any(is_hot) {
+            for (day, key, cell) in self.key_totals.inline() {
+                inline_days.entry(day).or_default().push((key, cell));
+            }
+            for (day, hour, key, cell) in self.key_totals.hot_hour_cells() {
+                inline_hours.entry((day, hour)).or_default().push((key, cell));
+            }
+        }
+        let complete = |cells: &mut dyn Iterator<Item = (u32, KeyCell)>| {
+            let mut map: FxHashMap<u32, KeyCell> = FxHashMap::default();
+            for (key, cell) in cells {
+                map.entry(key).or_default().merge(&cell);
+            }
+            Block { cells: std::borrow::Cow::Owned(map.into_iter().collect()), rest: (0, 0) }
+        };
+        let mut total = KeyCell::default();
+        let mut blocks = Vec::with_capacity(periods.len() + 1);
+        for period in &periods {
+            let block = match *period {
+                Period::Day(pos) => {
+                    let day = &self.days[pos];
+                    total.merge(&KeyCell::from_agg_cell(&day.hours_agg(0, HOURS_PER_DAY)));
+                    match &day.heavy {
+                        Some(heavy) => Block { cells: std::borrow::Cow::Owned(heavy.cells()), rest: heavy.rest() },
+                        None => {
+                            let inline = inline_days.get(&day.day).map_or(&[][..], |v| &v[..]);
+                            complete(&mut day.keys.sorted().into_iter().chain(inline.iter().copied()))
+                        }
+                    }
+                }
+                Period::Hour(pos, h) => {
+                    let day = &self.days[pos];
+                    total.merge(&KeyCell::from_agg_cell(&day.hours_agg(h, h + 1)));
+                    match day.hours[h].as_ref().map(|s| &s.keys) {
+                        Some(HourKeys::Frozen(heavy)) => {
+                            Block { cells: std::borrow::Cow::Owned(heavy.cells()), rest: heavy.rest() }
+                        }
+                        Some(keys @ HourKeys::Hot { .. }) => {
+                            let inline = inline_hours.get(&(day.day, h)).map_or(&[][..], |v| &v[..]);
+                            complete(&mut keys.hot_cells(inline.iter().copied()).unwrap_or_default().into_iter())
+                        }
+                        None => continue,
+                    }
+                }
+            };
+            blocks.push(block);
+        }
+        let mut edge_cells: FxHashMap<u32, KeyCell> = FxHashMap::default();
+        for edge in edges.into_iter().filter_map(|e| self.narrow_to_occupied(e)) {
+            scan.scan(edge, &mut |ev: &StoredEvent| {
+                if edge.contains(ev.ts_ms) {
+                    let cell = KeyCell::from_agg_cell(&AggCell::of_event(ev));
+                    total.merge(&cell);
+                    edge_cells.entry(Group::Key.key_of(ev)).or_default().merge(&cell);
+                }
+            });
+        }
+        blocks.push(Block { cells: std::borrow::Cow::Owned(edge_cells.into_iter().collect()), rest: (0, 0) });
+
+        // Every key listed somewhere, with its listed cells and the rest bounds of the blocks
+        // that list it; u128 sums cannot overflow.
+        let mut listed: FxHashMap<u32, (KeyCell, u128, u128)> = FxHashMap::default();
+        let (mut rest_tokens, mut rest_calls) = (0u128, 0u128);
+        for block in &blocks {
+            let (tokens, calls) = (u128::from(block.rest.0), u128::from(block.rest.1));
+            rest_tokens += tokens;
+            rest_calls += calls;
+            for (key, cell) in block.cells.iter() {
+                let entry = listed.entry(*key).or_default();
+                entry.0.merge(cell);
+                entry.1 += tokens;
+                entry.2 += calls;
+            }
+        }
+        // A key's cells are exact when every block not listing it has no unlisted calls.
+        struct Candidate {
+            key: u32,
+            rank: Rank,
+            cell: KeyCell,
+            /// Upper bounds of what the blocks not listing the key may add.
+            unknown_primary: u128,
+            unknown_calls: u128,
+        }
+        let mut candidates: Vec<Candidate> = listed
+            .into_iter()
+            .filter(|(_, (cell, _, _))| cell_calls(cell) > 0)
+            .map(|(key, (cell, tokens, calls))| {
+                let unknown_calls = rest_calls - calls;
+                let unknown_primary = if by_tokens { rest_tokens - tokens } else { unknown_calls };
+                Candidate { key, rank: Rank::of(&cell, by_tokens), cell, unknown_primary, unknown_calls }
+            })
+            .collect();
+        let order = |a: &Candidate, b: &Candidate| b.rank.cmp(&a.rank).then(a.key.cmp(&b.key));
+        if candidates.len() > n && n > 0 {
+            candidates.select_nth_unstable_by(n - 1, order);
+        }
+        let cut = n.min(candidates.len());
+        candidates[..cut].sort_unstable_by(order);
+        let (top, others) = candidates.split_at(cut);
+        if n == 0 {
+            return Some(finish_top(Vec::new(), total));
+        }
+        let Some(last) = top.last().filter(|_| top.len() == n || rest_calls == 0) else {
+            // Fewer than n keys listed and some not listed: those may make the top.
+            return None;
+        };
+        let threshold = u128::from(last.rank.0);
+        let unlisted_primary = if by_tokens { rest_tokens } else { rest_calls };
+        let proven = top.iter().all(|c| c.unknown_calls == 0)
+            && others.iter().all(|c| c.unknown_calls == 0 || u128::from(c.rank.0) + c.unknown_primary < threshold)
+            && (rest_calls == 0 || unlisted_primary < threshold);
+        proven.then(|| finish_top(top.iter().map(|c| (c.key, c.cell)).collect(), total))
+    }
+
     /// A breakdown from the cells of the whole `unit_ms` periods inside `range` plus a scan of
     /// the partial periods at its ends.
     fn breakdown_from_cells<C: Cell>(
@@ -1101,6 +1491,59 @@ impl Views {
             + self.key_totals.heap_bytes()
             + self.hot.capacity() * size_of::<HotPeriod>()
     }
+}
+
+/// What a top-N ranks by: (tokens, calls) or (calls, tokens), larger first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank(u64, u64);
+
+impl Rank {
+    fn of(cell: &KeyCell, by_tokens: bool) -> Rank {
+        let (tokens, calls) = (cells::cell_tokens(cell), cell_calls(cell));
+        if by_tokens { Rank(tokens, calls) } else { Rank(calls, tokens) }
+    }
+
+    fn of_agg(agg: &Agg, by_tokens: bool) -> Rank {
+        if by_tokens { Rank(agg.total_tokens(), agg.calls) } else { Rank(agg.calls, agg.total_tokens()) }
+    }
+}
+
+/// Moves the `n` best of `ranked` (larger rank first, then smaller key) to its front, in
+/// order, and returns them.
+fn top_of<T: Ord + Copy>(ranked: &mut [(Rank, T)], n: usize) -> &[(Rank, T)] {
+    let order = |a: &(Rank, T), b: &(Rank, T)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    if ranked.len() > n && n > 0 {
+        ranked.select_nth_unstable_by(n - 1, order);
+    }
+    let cut = n.min(ranked.len());
+    ranked[..cut].sort_unstable_by(order);
+    &ranked[..cut]
+}
+
+/// The top-N of a breakdown and the sum of the rest.
+fn select_top(mut all: Vec<(u32, Agg)>, n: usize, by_tokens: bool) -> (Vec<(u32, Agg)>, Agg) {
+    let order = |(ka, a): &(u32, Agg), (kb, b): &(u32, Agg)| {
+        Rank::of_agg(b, by_tokens).cmp(&Rank::of_agg(a, by_tokens)).then(ka.cmp(kb))
+    };
+    let mut other = Agg::default();
+    if all.len() > n {
+        if n > 0 {
+            all.select_nth_unstable_by(n - 1, order);
+        }
+        for (_, agg) in all.drain(n..) {
+            other.merge(&agg);
+        }
+    }
+    all.sort_unstable_by(order);
+    (all, other)
+}
+
+/// The top-N Key cells as [`Agg`]s, and `total` less them as the rest.
+fn finish_top(top: Vec<(u32, KeyCell)>, mut total: KeyCell) -> (Vec<(u32, Agg)>, Agg) {
+    for (_, cell) in &top {
+        total.unmerge(cell);
+    }
+    (top.into_iter().map(|(k, c)| (k, c.to_agg())).collect(), total.to_agg())
 }
 
 #[cfg(test)]
@@ -1240,6 +1683,25 @@ mod tests {
         out.into_iter().collect()
     }
 
+    /// The top-N the way a caller would pick it from a breakdown.
+    fn naive_top(
+        events: &[StoredEvent],
+        group: Group,
+        range: TimeRange,
+        n: usize,
+        by_tokens: bool,
+    ) -> (Vec<(u32, Agg)>, Agg) {
+        let mut all = naive_breakdown(events, group, range);
+        let rank = |a: &Agg| if by_tokens { (a.total_tokens(), a.calls) } else { (a.calls, a.total_tokens()) };
+        all.sort_by(|(ka, a), (kb, b)| rank(b).cmp(&rank(a)).then(ka.cmp(kb)));
+        let mut other = Agg::default();
+        for (_, a) in all.iter().skip(n) {
+            other.merge(a);
+        }
+        all.truncate(n);
+        (all, other)
+    }
+
     /// The local time of an instant, from the offset chrono reports.
     fn local_at(tz: Tz, ms: i64) -> NaiveDateTime {
         tz.timestamp_millis_opt(ms).unwrap().naive_local()
@@ -1343,6 +1805,26 @@ mod tests {
                 naive_breakdown(events, group, range),
                 "breakdown {group:?} {range:?}"
             );
+        }
+        for (group, n, by_tokens) in [
+            (Group::Key, 0, true),
+            (Group::Key, 1, true),
+            (Group::Key, 2, false),
+            (Group::Key, 5, true),
+            (Group::Model, 2, true),
+        ] {
+            assert_eq!(
+                views.top_n(group, range, n, by_tokens, &mut scan),
+                naive_top(events, group, range, n, by_tokens),
+                "top {n} {group:?} by tokens {by_tokens} {range:?}"
+            );
+            // Whenever the heavy keys claim an answer, it is the right one.
+            if group == Group::Key
+                && !range.is_empty()
+                && let Some(fast) = views.top_keys_from_heavy(range, n, by_tokens, &mut scan)
+            {
+                assert_eq!(fast, naive_top(events, group, range, n, by_tokens), "heavy top {n} {range:?}");
+            }
         }
         if range.is_empty() {
             assert!(matches!(views.trend(range, g, zone, &mut scan), Err(ViewError::EmptyRange)));
@@ -1885,6 +2367,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(shanghai.len(), 48);
+        // Local hours at +05:30 start on quarter hours: no scan either.
+        let kolkata_range = TimeRange::new(start - 5 * HOUR - 30 * MIN, start + 2 * DAY - 5 * HOUR - 30 * MIN);
+        let kolkata = views.trend(kolkata_range, Granularity::Hour, tz("Asia/Kolkata"), &mut scan).unwrap();
+        assert_eq!(kolkata, naive_trend(&events, kolkata_range, Granularity::Hour, tz("Asia/Kolkata")).unwrap());
         assert_eq!(scan.ranges, []);
 
         // A ragged range scans only the partial minutes (summary) and partial hours (breakdown).
@@ -1895,6 +2381,173 @@ mod tests {
         assert_eq!(views.breakdown(Group::Model, ragged, &mut scan), naive_breakdown(&events, Group::Model, ragged));
         assert_eq!(scan.ranges.len(), 2);
         assert!(scan.ranges.iter().all(|r| r.to_ms - r.from_ms <= HOUR && ragged.contains(r.from_ms)));
+    }
+
+    /// Skewed keys, as real gateways see them: key k makes about 40 / (k + 1) calls an hour.
+    fn skewed_events(start: i64, hours: i64) -> Vec<StoredEvent> {
+        let mut events = Vec::new();
+        for h in 0..hours {
+            for key in 0..16u32 {
+                let count = (40 / (key as i64 + 1)).max(1) + (h * 7 + key as i64) % 3;
+                for j in 0..count {
+                    let ts = start + h * HOUR + j * (HOUR / count) + key as i64 * 13;
+                    events.push(simple(events.len() as u64, ts, key, 100 + key));
+                }
+            }
+        }
+        events.sort_by_key(|e| e.ts_ms);
+        events
+    }
+
+    #[test]
+    fn top_keys_over_partial_days_come_from_heavy_keys_without_a_scan() {
+        let start = utc(2024, 5, 1, 0, 0, 0);
+        let mut events = skewed_events(start, 96);
+        let mut views = build(&events);
+        let ranges = [
+            TimeRange::new(start + 5 * HOUR, start + 2 * DAY + 7 * HOUR),
+            TimeRange::new(start + 16 * HOUR, start + 3 * DAY + 16 * HOUR),
+            TimeRange::new(start + 30 * HOUR, start + 33 * HOUR),
+        ];
+        for range in ranges {
+            for (n, by_tokens) in [(1, true), (2, false), (2, true)] {
+                let mut scan = VecScan::new(&events);
+                let fast = views.top_keys_from_heavy(range, n, by_tokens, &mut scan);
+                assert_eq!(fast, Some(naive_top(&events, Group::Key, range, n, by_tokens)), "{range:?} {n}");
+                assert_eq!(scan.ranges, []);
+                // The answer holds every field a Key breakdown has.
+                let (top, _) = fast.unwrap();
+                let full = naive_breakdown(&events, Group::Key, range);
+                assert!(top.iter().all(|t| full.contains(t)));
+            }
+        }
+        // A ragged range scans only its partial hours.
+        let ragged = TimeRange::new(start + 5 * HOUR + 1234, start + 2 * DAY + 7 * HOUR - 99);
+        let mut scan = VecScan::new(&events);
+        assert_eq!(
+            views.top_n(Group::Key, ragged, 2, true, &mut scan),
+            naive_top(&events, Group::Key, ragged, 2, true)
+        );
+        assert_eq!(scan.ranges.len(), 2);
+        assert!(scan.ranges.iter().all(|r| r.to_ms - r.from_ms < HOUR));
+
+        // Late events and removals in frozen hours and days: listed keys stay exact, the
+        // bounds of the others stay bounds.
+        // Key 11, light so far, becomes the heaviest of hours 20..27 with late events.
+        let late: Vec<StoredEvent> = (0..600u64)
+            .map(|i| {
+                simple(
+                    100_000 + i,
+                    start + 20 * HOUR + (i as i64 % 7) * HOUR + 99 + i as i64,
+                    9 + 2 * (i % 9 / 8) as u32,
+                    7,
+                )
+            })
+            .collect();
+        for ev in &late {
+            views.apply(ev, Sign::Add);
+        }
+        events.extend(late);
+        let gone: Vec<StoredEvent> =
+            events.iter().filter(|e| e.seq % 5 == 0 && e.ts_ms < start + 2 * DAY).cloned().collect();
+        for ev in &gone {
+            views.apply(ev, Sign::Sub);
+        }
+        events.retain(|e| !(e.seq % 5 == 0 && e.ts_ms < start + 2 * DAY));
+        for range in ranges.into_iter().chain([TimeRange::ALL, ragged]) {
+            for (n, by_tokens) in [(1, true), (2, false), (3, true)] {
+                let mut scan = VecScan::new(&events);
+                let want = naive_top(&events, Group::Key, range, n, by_tokens);
+                assert_eq!(views.top_n(Group::Key, range, n, by_tokens, &mut scan), want, "{range:?} {n}");
+                if let Some(fast) = views.top_keys_from_heavy(range, n, by_tokens, &mut scan) {
+                    assert_eq!(fast, want);
+                }
+            }
+        }
+        assert_eq!(views, build(&events));
+    }
+
+    #[test]
+    fn top_keys_of_even_usage_fall_back_to_the_breakdown() {
+        let start = utc(2024, 5, 1, 0, 0, 0);
+        // Eight keys, one call each an hour: no heavy keys to tell them apart.
+        let events: Vec<StoredEvent> = (0..48 * 8u64)
+            .map(|i| simple(i, start + (i / 8) as i64 * HOUR + (i % 8) as i64 * MIN, (i % 8) as u32, 5))
+            .collect();
+        let views = build(&events);
+        let range = TimeRange::new(start + 5 * HOUR, start + DAY + 7 * HOUR);
+        let mut scan = VecScan::new(&events);
+        assert_eq!(views.top_keys_from_heavy(range, 3, false, &mut scan), None);
+        scan.ranges.clear();
+        assert_eq!(
+            views.top_n(Group::Key, range, 3, false, &mut scan),
+            naive_top(&events, Group::Key, range, 3, false)
+        );
+        assert!(!scan.ranges.is_empty(), "the fallback scans the partial days");
+        // Over all the data the all-time cells answer.
+        scan.ranges.clear();
+        assert_eq!(
+            views.top_n(Group::Key, TimeRange::ALL, 3, true, &mut scan),
+            naive_top(&events, Group::Key, TimeRange::ALL, 3, true)
+        );
+        assert_eq!(scan.ranges, []);
+    }
+
+    #[test]
+    fn heavy_keys_keep_exact_cells_and_bound_the_rest() {
+        let cell = |calls: u64, tokens: u64| cells::Counters([calls, 0, tokens, 0, 0, 0, 0, 0, 7]);
+        // Key k: 10 - k calls; tokens favour key 9.
+        let all: Vec<(u32, KeyCell)> =
+            (0..10u32).map(|k| (k, cell(10 - k as u64, if k == 9 { 1000 } else { 10 * k as u64 }))).collect();
+        let mut heavy = HeavyKeys::select(all.clone(), 4);
+        // The two with most tokens (9, 8) and the two with most calls (0, 1).
+        assert_eq!(heavy.cells().iter().map(|(k, _)| *k).collect::<Vec<_>>(), [0, 1, 8, 9]);
+        assert_eq!(heavy.rest(), (70, 8));
+        assert!(heavy.cells().iter().all(|c| all.contains(c)));
+        // Few keys: all listed, nothing left to bound.
+        assert_eq!(HeavyKeys::select(all[..4].to_vec(), 4).rest(), (0, 0));
+        // Writes: listed keys stay exact; an unlisted addition raises the bounds.
+        heavy.apply(9, &cell(1, 5), Sign::Add);
+        assert_eq!(heavy.cells()[3], (9, cells::Counters([2, 0, 1005, 0, 0, 0, 0, 0, 14])));
+        heavy.apply(4, &cell(2, 500), Sign::Add);
+        assert_eq!(heavy.rest(), (570, 10));
+        heavy.apply(4, &cell(2, 500), Sign::Sub);
+        assert_eq!(heavy.rest(), (570, 10), "bounds stay valid, if loose");
+        heavy.apply(0, &cell(10, 0), Sign::Sub);
+        assert_eq!(heavy.cells().iter().map(|(k, _)| *k).collect::<Vec<_>>(), [1, 8, 9]);
+    }
+
+    #[test]
+    fn key_cells_move_from_inline_to_their_hour_and_day() {
+        let mut totals = KeyTotals::default();
+        let one = cells::Counters([1, 0, 3, 0, 0, 0, 0, 0, 5]);
+        let out = totals.add(7, 100, 2, true, &one);
+        assert!(!out.direct && out.to_day.is_none());
+        totals.add(7, 100, 2, true, &one);
+        assert_eq!(
+            totals.hot_hour_cells().collect::<Vec<_>>(),
+            [(100, 2, 7, cells::Counters([2, 0, 6, 0, 0, 0, 0, 0, 10]))]
+        );
+        // A later hour of the same day: the hour's cells wait for the hour to freeze.
+        totals.add(7, 100, 5, true, &one);
+        let (hour, to_day) = totals.take_hour(100, 2);
+        assert_eq!((hour, to_day), (vec![(7, cells::Counters([2, 0, 6, 0, 0, 0, 0, 0, 10]))], vec![]));
+        // An earlier hour, or a frozen one, goes direct.
+        assert!(totals.add(7, 100, 3, true, &one).direct);
+        assert!(totals.add(7, 100, 6, false, &one).direct);
+        // The next day settles the day's inline cells.
+        let out = totals.add(7, 101, 0, true, &one);
+        assert_eq!(out.to_day, Some(DayMove { day: 100, key: 7, cell: cells::Counters([3, 0, 9, 0, 0, 0, 0, 0, 15]) }));
+        assert_eq!(totals.cell_of(7), Some(cells::Counters([6, 0, 18, 0, 0, 0, 0, 0, 30])));
+        let (hour, _) = totals.take_hour(100, 5);
+        assert_eq!(hour, [(7, one)]);
+        // Removing from the inline day settles it first; removing everything forgets the key.
+        let out = totals.sub(7, 101, &one);
+        assert_eq!(out.to_day, Some(DayMove { day: 101, key: 7, cell: one }));
+        for _ in 0..5 {
+            totals.sub(7, 100, &one);
+        }
+        assert_eq!((totals.len(), totals.cell_of(7)), (0, None));
     }
 
     #[test]
@@ -2049,19 +2702,5 @@ mod tests {
         assert_eq!(s.agg.latency_sum_ms, 11);
         // Both partial minutes are adjacent, so one scan reads them.
         assert_eq!(ranges, [TimeRange::new(t + 5, t + 70_001)]);
-    }
-}
-
-impl Views {
-    #[doc(hidden)]
-    pub fn tmp_heap_parts(&self) -> String {
-        let mut minutes = 0; let mut mh = 0; let mut hours = 0; let mut hh = 0; let mut groups = 0; let mut keys = 0; let mut arr = 0;
-        for d in &self.days {
-            arr += d.minutes.len() * 8;
-            for s in d.minutes.iter().flatten() { minutes += size_of::<MinuteSlot>(); mh += s.hist.heap_bytes(); }
-            for s in d.hours.iter().flatten() { hours += size_of::<HourSlot>(); hh += s.hist.heap_bytes(); groups += s.groups.iter().map(|g| g.heap_bytes()).sum::<usize>(); }
-            keys += d.keys.heap_bytes();
-        }
-        format!("minute slots {minutes} minute hist {mh} arr {arr} hour slots {hours} hour hist {hh} groups {groups} day keys {keys} key totals {} frozen totals {}", self.key_totals.heap_bytes(), self.frozen_totals.iter().map(OrderedMap::heap_bytes).sum::<usize>())
     }
 }

@@ -4,7 +4,9 @@
 //!   cache); frozen, a sorted `Vec`, about half the memory. A frozen map takes writes in place.
 //! - [`KeyMap`] (Key per day): hot, a hash map; frozen, varint-packed bytes, about a quarter of
 //!   the memory. A frozen map takes writes by thawing first.
-//! - [`KeyTotals`]: all-time Key cells with each key's latest-day cells inline.
+//! - [`KeyTotals`]: all-time Key cells with each key's latest-hour cells inline.
+//! - [`HourKeys`] (Key per hour): hot, an append log of cells; frozen, a [`HeavyKeys`]: the
+//!   exact cells of the heaviest keys and bounds for the others (days keep one too).
 //!
 //! Equality is by content, never by form.
 
@@ -390,6 +392,10 @@ pub struct PackedKeys {
 }
 
 impl PackedKeys {
+    fn heap_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     fn encode(sorted: &[(u32, KeyCell)]) -> PackedKeys {
         let mut out = Vec::with_capacity(sorted.len() * 16);
         let mut previous = 0u32;
@@ -536,94 +542,124 @@ impl<C: Cell> PartialEq for OrderedMap<C> {
     }
 }
 
-/// The cells of a key inline in [`KeyTotals`]: what the key did on `day` (its latest day when
-/// set) that has not yet been moved into that day's [`KeyMap`]. 32-bit, to stay small: what
-/// would not fit goes to the day's map directly.
+/// 32-bit cells, as kept inline: what would not fit goes to the maps directly.
+type Cell32 = [u32; 9];
+
+#[inline(always)]
+fn cell32_is_empty(c: &Cell32) -> bool {
+    c.iter().fold(0, |a, x| a | x) == 0
+}
+
+fn cell32_to_cell(c: &Cell32) -> KeyCell {
+    Counters(c.map(u64::from))
+}
+
+/// `a + b` if every sum fits in 32 bits.
+#[inline(always)]
+fn cell32_sum(a: &Cell32, b: &KeyCell) -> Option<Cell32> {
+    let mut sum = [0u32; 9];
+    let mut fits = true;
+    for ((s, x), y) in sum.iter_mut().zip(a).zip(&b.0) {
+        let t = u64::from(*x).wrapping_add(*y);
+        fits &= t <= u64::from(u32::MAX) && *y <= u64::from(u32::MAX);
+        *s = t as u32;
+    }
+    fits.then_some(sum)
+}
+
+const HOURS_PER_DAY: i32 = 24;
+
+/// The hour index (UTC hours since the epoch) of an hour of a day, if it fits inline.
+fn hour_at(day: i64, hour: usize) -> Option<i32> {
+    day.checked_mul(i64::from(HOURS_PER_DAY)).and_then(|h| i32::try_from(h + hour as i64).ok())
+}
+
+fn day_of(at: i32) -> i64 {
+    i64::from(at.div_euclid(HOURS_PER_DAY))
+}
+
+fn hour_of(at: i32) -> usize {
+    at.rem_euclid(HOURS_PER_DAY) as usize
+}
+
+/// A key's inline hour cell in [`KeyTotals`]: what it did in hour `at` (its latest hour when
+/// set) not yet moved on. Kept small (40 bytes), as every append reads and writes one.
 #[derive(Clone, Copy, Debug, Default)]
-struct Inline {
-    day: i32,
-    cell: [u32; 9],
+struct Slot {
+    at: i32,
+    cell: Cell32,
 }
 
-impl Inline {
-    fn is_empty(&self) -> bool {
-        self.cell == [0; 9]
-    }
+/// Keys' cells of a hot hour `at`, moved out of their inline cells.
+#[derive(Clone, Debug)]
+struct Pending {
+    at: i32,
+    cells: Vec<(u32, Cell32)>,
+}
 
-    fn cell(&self) -> KeyCell {
-        Counters(self.cell.map(u64::from))
-    }
-
-    /// Adds `delta` if every sum fits.
-    #[inline(always)]
-    fn try_add(&mut self, delta: &KeyCell) -> bool {
-        let mut sum = [0u32; 9];
-        let mut fits = true;
-        for ((s, a), b) in sum.iter_mut().zip(&self.cell).zip(&delta.0) {
-            let t = u64::from(*a) + *b.min(&u64::from(u32::MAX));
-            fits &= t <= u64::from(u32::MAX) && *b <= u64::from(u32::MAX);
-            *s = t as u32;
+/// Adds to the pending cells of hour `at`: almost always the newest hot hour, so the search
+/// from the back is short.
+fn push_pending(pending: &mut Vec<Pending>, at: i32, key: u32, cell: Cell32) {
+    match pending.iter_mut().rev().find(|p| p.at == at) {
+        Some(p) => p.cells.push((key, cell)),
+        None => {
+            let mut cells = Vec::with_capacity(1024);
+            cells.push((key, cell));
+            pending.push(Pending { at, cells });
         }
-        if fits {
-            self.cell = sum;
-        }
-        fits
     }
 }
 
-/// What the caller must do after [`KeyTotals::add`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DayMove {
+    pub day: i64,
+    pub key: u32,
+    pub cell: KeyCell,
+}
+
+/// What the caller must do after [`KeyTotals::add`] or [`KeyTotals::sub`]: add former inline
+/// cells to a day's Key map, and for `direct`, add the event itself to its hour's and day's
+/// Key cells (it is not inline).
+#[derive(Debug, Default)]
 pub struct KeyOutcome {
-    /// Add these former inline cells to their day's map.
-    pub moved: Option<DayMove>,
-    /// Add the event to its day's map (it is not inline).
-    pub to_day: bool,
+    pub to_day: Option<DayMove>,
+    pub direct: bool,
 }
 
-/// All-time Key cells. A key's all-time cell is `settled + inline`; an in-order append
-/// touches only the key's small `Inline` (400 KB for 10k keys, so it stays in
-/// cache) instead of two cells in two large hash maps (the day's and the all-time one). Inline
-/// cells move to their day when the key is next seen on a later day, when their day is
-/// frozen, and before a removal from their day. Keys are also kept sorted, so the all-time
-/// breakdown needs no sort.
+/// All-time Key cells. A key's all-time cell is `settled + inline + day_rest`, and an in-order
+/// append touches only the key's small inline [`Slot`] (400 KB for 10k keys, so it stays in
+/// cache) instead of cells in three large hash maps (the hour's, the day's and the all-time
+/// one):
+/// - the inline hour cell moves out when the key is next seen in a later hour, or its hour
+///   freezes: to `pending` (the hour takes it when it freezes) and to `day_rest`, the key's
+///   cells of the earlier hours of the same day;
+/// - `day_rest` and the hour cell move to their day's map when the key is next seen on a later
+///   day, when the day freezes, and before a removal from the day.
+///
+/// Inline and pending cells only ever belong to hours whose Key cells are hot
+/// ([`HourKeys::Hot`]), so a frozen hour's cells are whole. Keys are also kept sorted, so the
+/// all-time breakdown needs no sort.
 #[derive(Clone, Debug, Default)]
 pub struct KeyTotals {
-    /// Key → position in the three vectors below.
+    /// Key → position in the vectors below.
     index: FxHashMap<u32, u32>,
-    inline: Vec<Inline>,
+    inline: Vec<Slot>,
+    /// Of the day of the inline hour.
+    day_rest: Vec<Cell32>,
     settled: Vec<KeyCell>,
     key_at: Vec<u32>,
     /// (key, position), sorted by key; changes only when a key appears or disappears, which
     /// is rare. The all-time breakdown walks it without a hash probe or a sort.
     sorted: Vec<(u32, u32)>,
-}
-
-/// A move of inline cells into a day's [`KeyMap`] that the caller must carry out.
-pub struct DayMove {
-    pub day: i64,
-    pub cell: KeyCell,
+    pending: Vec<Pending>,
 }
 
 impl KeyTotals {
-    #[inline]
-    fn position_or_insert(&mut self, key: u32) -> usize {
-        if let Some(&i) = self.index.get(&key) {
-            return i as usize;
-        }
-        let i = self.key_at.len();
-        self.index.insert(key, i as u32);
-        self.inline.push(Inline::default());
-        self.settled.push(KeyCell::default());
-        self.key_at.push(key);
-        if let Err(at) = self.sorted.binary_search_by_key(&key, |(k, _)| *k) {
-            self.sorted.insert(at, (key, i as u32));
-        }
-        i
-    }
-
-    fn remove_at(&mut self, i: usize) {
-        let key = self.key_at[i];
-        self.index.remove(&key);
+    fn remove(&mut self, key: u32) {
+        let Some(i) = self.index.remove(&key) else { return };
+        let i = i as usize;
         self.inline.swap_remove(i);
+        self.day_rest.swap_remove(i);
         self.settled.swap_remove(i);
         self.key_at.swap_remove(i);
         if let Ok(at) = self.sorted.binary_search_by_key(&key, |(k, _)| *k) {
@@ -637,62 +673,145 @@ impl KeyTotals {
         }
     }
 
-    /// Adds an event of `day`: inline unless an inline day later than `day` is pending or the
-    /// sums would not fit, else settled.
+    /// Everything inline at a position, all of it of the day of its inline hour.
+    fn inline_day_cell(&self, pos: usize) -> KeyCell {
+        let mut c = cell32_to_cell(&self.day_rest[pos]);
+        c.merge(&cell32_to_cell(&self.inline[pos].cell));
+        c
+    }
+
+    /// Moves a key's inline hour cell to `pending` and to `day_rest`, or on to the day's map
+    /// (returned) when the 32-bit sums would not fit.
+    fn close_hour(
+        slot: &mut Slot,
+        key: u32,
+        day_rest: &mut Cell32,
+        settled: &mut KeyCell,
+        pending: &mut Vec<Pending>,
+    ) -> Option<DayMove> {
+        if cell32_is_empty(&slot.cell) {
+            return None;
+        }
+        push_pending(pending, slot.at, key, slot.cell);
+        let cell = cell32_to_cell(&slot.cell);
+        slot.cell = [0; 9];
+        match cell32_sum(day_rest, &cell) {
+            Some(sum) => {
+                *day_rest = sum;
+                None
+            }
+            None => {
+                let mut moved = cell32_to_cell(day_rest);
+                moved.merge(&cell);
+                *day_rest = [0; 9];
+                settled.merge(&moved);
+                Some(DayMove { day: day_of(slot.at), key, cell: moved })
+            }
+        }
+    }
+
+    /// Moves all of a key's inline cells out: the hour cell to `pending`, the day's to the
+    /// day's map (returned).
+    fn settle(
+        slot: &mut Slot,
+        key: u32,
+        day_rest: &mut Cell32,
+        settled: &mut KeyCell,
+        pending: &mut Vec<Pending>,
+    ) -> Option<DayMove> {
+        if !cell32_is_empty(&slot.cell) {
+            push_pending(pending, slot.at, key, slot.cell);
+        }
+        let mut cell = cell32_to_cell(day_rest);
+        cell.merge(&cell32_to_cell(&slot.cell));
+        slot.cell = [0; 9];
+        *day_rest = [0; 9];
+        if cell.is_zero() {
+            return None;
+        }
+        settled.merge(&cell);
+        Some(DayMove { day: day_of(slot.at), key, cell })
+    }
+
+    /// Adds an event of `hour` of `day`: inline when the hour's Key cells are hot (`hour_hot`),
+    /// it is not earlier than the key's inline hour and the 32-bit sums fit; else settled.
     #[inline]
-    pub fn add(&mut self, key: u32, day: i64, delta: &KeyCell) -> KeyOutcome {
-        let i = self.position_or_insert(key);
-        let inline = &mut self.inline[i];
-        let mut outcome = KeyOutcome { moved: None, to_day: false };
-        let day32 = i32::try_from(day).ok();
-        let inlined = match day32 {
-            Some(d) if d == inline.day => inline.try_add(delta),
-            Some(d) if d > inline.day || inline.is_empty() => {
-                if !inline.is_empty() {
-                    // The key's first event of a later day: its previous day's cells settle.
-                    let moved = DayMove { day: i64::from(inline.day), cell: inline.cell() };
-                    self.settled[i].merge(&moved.cell);
-                    outcome.moved = Some(moved);
+    pub fn add(&mut self, key: u32, day: i64, hour: usize, hour_hot: bool, delta: &KeyCell) -> KeyOutcome {
+        let at = hour_at(day, hour).filter(|_| hour_hot);
+        let KeyTotals { index, inline, day_rest, settled, key_at, sorted, pending } = self;
+        let next = key_at.len() as u32;
+        let pos = *index.entry(key).or_insert(next) as usize;
+        if pos == next as usize {
+            inline.push(Slot::default());
+            day_rest.push([0; 9]);
+            settled.push(KeyCell::default());
+            key_at.push(key);
+            if let Err(i) = sorted.binary_search_by_key(&key, |(k, _)| *k) {
+                sorted.insert(i, (key, next));
+            }
+        }
+        let slot = &mut inline[pos];
+        let mut outcome = KeyOutcome::default();
+        let inlined = match at {
+            Some(at) if at == slot.at => match cell32_sum(&slot.cell, delta) {
+                Some(sum) => {
+                    slot.cell = sum;
+                    true
                 }
-                *inline = Inline { day: d, cell: [0; 9] };
-                inline.try_add(delta)
+                None => false,
+            },
+            Some(at) if at > slot.at || (cell32_is_empty(&slot.cell) && cell32_is_empty(&day_rest[pos])) => {
+                // The key's first event of a later hour: its earlier cells move on.
+                let (day_rest, settled) = (&mut day_rest[pos], &mut settled[pos]);
+                outcome.to_day = if day_of(at) == day_of(slot.at) {
+                    KeyTotals::close_hour(slot, key, day_rest, settled, pending)
+                } else {
+                    KeyTotals::settle(slot, key, day_rest, settled, pending)
+                };
+                slot.at = at;
+                match cell32_sum(&[0; 9], delta) {
+                    Some(sum) => {
+                        slot.cell = sum;
+                        true
+                    }
+                    None => false,
+                }
             }
             _ => false,
         };
         if !inlined {
-            self.settled[i].merge(delta);
-            outcome.to_day = true;
+            settled[pos].merge(delta);
+            outcome.direct = true;
         }
         outcome
     }
 
     /// Removes an event of `day`, first settling the key's inline cells if they belong to
-    /// `day` (returned: the caller adds them to the day's map before removing the event there).
-    pub fn sub(&mut self, key: u32, day: i64, delta: &KeyCell) -> Option<DayMove> {
-        let Some(&i) = self.index.get(&key) else {
+    /// `day` (the caller adds those to the day's map before removing the event there).
+    pub fn sub(&mut self, key: u32, day: i64, delta: &KeyCell) -> KeyOutcome {
+        let mut outcome = KeyOutcome::default();
+        let Some(&pos) = self.index.get(&key) else {
             debug_assert!(false, "key totals: removing a key never added");
-            return None;
+            return outcome;
         };
-        let i = i as usize;
-        let inline = &mut self.inline[i];
-        let moved = (i64::from(inline.day) == day && !inline.is_empty()).then(|| {
-            let cell = inline.cell();
-            inline.cell = [0; 9];
-            DayMove { day, cell }
-        });
-        if let Some(m) = &moved {
-            self.settled[i].merge(&m.cell);
+        let pos = pos as usize;
+        let slot = &mut self.inline[pos];
+        if day_of(slot.at) == day {
+            outcome.to_day =
+                KeyTotals::settle(slot, key, &mut self.day_rest[pos], &mut self.settled[pos], &mut self.pending);
         }
-        self.settled[i].unmerge(delta);
-        if self.settled[i].is_zero() && self.inline[i].is_empty() {
-            self.remove_at(i);
+        let slot = *slot;
+        let empty = cell32_is_empty(&slot.cell) && cell32_is_empty(&self.day_rest[pos]);
+        self.settled[pos].unmerge(delta);
+        if self.settled[pos].is_zero() && empty {
+            self.remove(key);
         }
-        moved
+        outcome
     }
 
-    fn all_time_at(&self, i: usize) -> KeyCell {
-        let mut all = self.settled[i];
-        all.merge(&self.inline[i].cell());
+    fn all_time(&self, pos: usize) -> KeyCell {
+        let mut all = self.settled[pos];
+        all.merge(&self.inline_day_cell(pos));
         all
     }
 
@@ -701,40 +820,81 @@ impl KeyTotals {
         self.key_at.len()
     }
 
+    /// The all-time cell of a key.
+    pub fn cell_of(&self, key: u32) -> Option<KeyCell> {
+        self.index.get(&key).map(|&pos| self.all_time(pos as usize))
+    }
+
     /// All-time cells in key order.
     pub fn sorted(&self) -> impl Iterator<Item = (u32, KeyCell)> + '_ {
-        self.sorted.iter().map(|&(key, i)| (key, self.all_time_at(i as usize)))
+        self.sorted.iter().map(|&(key, pos)| (key, self.all_time(pos as usize)))
     }
 
-    /// Settles and returns the inline cells of `day`.
-    pub fn take_inline(&mut self, day: i64) -> Vec<(u32, KeyCell)> {
-        let mut taken = Vec::new();
-        for (i, inline) in self.inline.iter_mut().enumerate() {
-            if i64::from(inline.day) == day && !inline.is_empty() {
-                let cell = inline.cell();
-                inline.cell = [0; 9];
-                self.settled[i].merge(&cell);
-                taken.push((self.key_at[i], cell));
+    /// Settles the inline cells of `day` and returns those for the day's map.
+    pub fn take_inline_day(&mut self, day: i64) -> Vec<DayMove> {
+        let mut moves = Vec::new();
+        let KeyTotals { inline, day_rest, settled, key_at, pending, .. } = self;
+        for (pos, slot) in inline.iter_mut().enumerate() {
+            if day_of(slot.at) == day {
+                moves.extend(KeyTotals::settle(slot, key_at[pos], &mut day_rest[pos], &mut settled[pos], pending));
             }
         }
-        taken
+        moves
     }
 
-    /// (day, key, cell) of every non-empty inline cell.
+    /// Takes the cells of a hot hour held here (pending and inline), for it to freeze; also
+    /// returns those that must go on to the day's map as they no longer fit inline.
+    pub fn take_hour(&mut self, day: i64, hour: usize) -> (Vec<(u32, KeyCell)>, Vec<DayMove>) {
+        let Some(at) = hour_at(day, hour) else { return (Vec::new(), Vec::new()) };
+        let mut days = Vec::new();
+        let KeyTotals { inline, day_rest, settled, key_at, pending, .. } = self;
+        for (pos, slot) in inline.iter_mut().enumerate() {
+            if slot.at == at {
+                days.extend(KeyTotals::close_hour(slot, key_at[pos], &mut day_rest[pos], &mut settled[pos], pending));
+            }
+        }
+        let cells = match self.pending.iter().position(|p| p.at == at) {
+            Some(i) => self.pending.swap_remove(i).cells.iter().map(|(k, c)| (*k, cell32_to_cell(c))).collect(),
+            None => Vec::new(),
+        };
+        (cells, days)
+    }
+
+    /// Forgets the pending cells of an hour whose events are all gone.
+    pub fn drop_hour(&mut self, day: i64, hour: usize) {
+        if let Some(at) = hour_at(day, hour) {
+            self.pending.retain(|p| p.at != at);
+        }
+    }
+
+    /// (day, key, cell) of every key with inline cells: all it did inline on that day.
     pub fn inline(&self) -> impl Iterator<Item = (i64, u32, KeyCell)> + '_ {
-        self.inline
+        (0..self.inline.len()).filter_map(|pos| {
+            let cell = self.inline_day_cell(pos);
+            (!cell.is_zero()).then(|| (day_of(self.inline[pos].at), self.key_at[pos], cell))
+        })
+    }
+
+    /// (day, hour, key, cell) of every cell of a hot hour held here, inline or pending.
+    pub fn hot_hour_cells(&self) -> impl Iterator<Item = (i64, usize, u32, KeyCell)> + '_ {
+        let inline = self
+            .inline
             .iter()
             .zip(&self.key_at)
-            .filter(|(i, _)| !i.is_empty())
-            .map(|(i, k)| (i64::from(i.day), *k, i.cell()))
+            .filter(|(s, _)| !cell32_is_empty(&s.cell))
+            .map(|(s, k)| (s.at, *k, s.cell));
+        let pending = self.pending.iter().flat_map(|p| p.cells.iter().map(|(k, c)| (p.at, *k, *c)));
+        inline.chain(pending).map(|(at, key, cell)| (day_of(at), hour_of(at), key, cell32_to_cell(&cell)))
     }
 
     pub fn heap_bytes(&self) -> usize {
         hash_table_bytes::<(u32, u32)>(self.index.capacity())
-            + self.inline.capacity() * size_of::<Inline>()
+            + self.inline.capacity() * size_of::<Slot>()
+            + self.day_rest.capacity() * size_of::<Cell32>()
             + self.settled.capacity() * size_of::<KeyCell>()
             + self.key_at.capacity() * 4
             + self.sorted.capacity() * 8
+            + self.pending.iter().map(|p| p.cells.capacity() * size_of::<(u32, Cell32)>()).sum::<usize>()
     }
 }
 
@@ -742,6 +902,192 @@ impl PartialEq for KeyTotals {
     /// Compares the all-time cells only; inline cells belong to their days.
     fn eq(&self, other: &KeyTotals) -> bool {
         self.sorted().eq(other.sorted())
+    }
+}
+
+/// The tokens of a Key cell, summed like [`Agg::total_tokens`].
+pub fn cell_tokens(c: &KeyCell) -> u64 {
+    c.0[2..8].iter().fold(0u64, |a, &t| a.saturating_add(t))
+}
+
+pub fn cell_calls(c: &KeyCell) -> u64 {
+    c.0[0]
+}
+
+#[derive(Clone, Debug)]
+enum HeavyCells {
+    Packed(PackedKeys),
+    Open(Vec<(u32, KeyCell)>),
+}
+
+/// The heaviest keys of a frozen period with their exact cells, and bounds for every other
+/// key: a top-N query can often be answered from these alone (see `Views::top_n`).
+#[derive(Clone, Debug)]
+pub struct HeavyKeys {
+    /// Varint-packed (a quarter of the memory: every hour keeps one) until written to.
+    cells: HeavyCells,
+    /// No key outside `cells` has more tokens (calls) in the period than this.
+    rest_tokens: u64,
+    rest_calls: u64,
+}
+
+impl HeavyKeys {
+    /// Keeps the `cap / 2` keys with the most tokens and the `cap / 2` with the most calls
+    /// (each key once in `all`).
+    pub fn select(mut all: Vec<(u32, KeyCell)>, cap: usize) -> HeavyKeys {
+        let half = cap / 2;
+        if all.len() <= half.max(1) * 2 {
+            all.sort_unstable_by_key(|(k, _)| *k);
+            return HeavyKeys { cells: HeavyCells::Packed(PackedKeys::encode(&all)), rest_tokens: 0, rest_calls: 0 };
+        }
+        // (weight, key, index), ordered heaviest first, ties to the smaller key, so the
+        // selection depends on the content only; small entries keep the selection cheap.
+        let order = |a: &(u64, u32, u32), b: &(u64, u32, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        let mut keep = vec![false; all.len()];
+        for weight in [cell_tokens as fn(&KeyCell) -> u64, cell_calls] {
+            let mut ranked: Vec<(u64, u32, u32)> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !keep[*i])
+                .map(|(i, (k, c))| (weight(c), *k, i as u32))
+                .collect();
+            if half > 0 {
+                ranked.select_nth_unstable_by(half - 1, order);
+                for (_, _, i) in &ranked[..half] {
+                    keep[*i as usize] = true;
+                }
+            }
+        }
+        let (mut rest_tokens, mut rest_calls) = (0, 0);
+        let mut cells = Vec::with_capacity(2 * half);
+        for ((key, cell), kept) in all.into_iter().zip(keep) {
+            if kept {
+                cells.push((key, cell));
+            } else {
+                rest_tokens = rest_tokens.max(cell_tokens(&cell));
+                rest_calls = rest_calls.max(cell_calls(&cell));
+            }
+        }
+        cells.sort_unstable_by_key(|(k, _)| *k);
+        HeavyKeys { cells: HeavyCells::Packed(PackedKeys::encode(&cells)), rest_tokens, rest_calls }
+    }
+
+    /// Listed keys stay exact; for the others only the bounds can follow (an addition raises
+    /// them, a removal leaves them valid). Writes to frozen periods are rare: late events and
+    /// retention.
+    pub fn apply(&mut self, key: u32, delta: &KeyCell, sign: Sign) {
+        if let HeavyCells::Packed(p) = &self.cells {
+            // Writes come in bulk when they come (retention): stay unpacked from now on.
+            self.cells = HeavyCells::Open(p.iter().collect());
+        }
+        let HeavyCells::Open(cells) = &mut self.cells else { return };
+        match (cells.binary_search_by_key(&key, |(k, _)| *k), sign) {
+            (Ok(i), Sign::Add) => cells[i].1.merge(delta),
+            (Ok(i), Sign::Sub) => {
+                cells[i].1.unmerge(delta);
+                if cells[i].1.is_zero() {
+                    cells.remove(i);
+                }
+            }
+            (Err(_), Sign::Add) => {
+                self.rest_tokens = self.rest_tokens.saturating_add(cell_tokens(delta));
+                self.rest_calls = self.rest_calls.saturating_add(cell_calls(delta));
+            }
+            (Err(_), Sign::Sub) => {}
+        }
+    }
+
+    /// The listed cells, in key order.
+    pub fn cells(&self) -> Vec<(u32, KeyCell)> {
+        match &self.cells {
+            HeavyCells::Packed(p) => p.iter().collect(),
+            HeavyCells::Open(v) => v.clone(),
+        }
+    }
+
+    /// (tokens, calls) no unlisted key exceeds; (0, 0) when every key is listed.
+    pub fn rest(&self) -> (u64, u64) {
+        (self.rest_tokens, self.rest_calls)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match &self.cells {
+            HeavyCells::Packed(p) => p.heap_bytes(),
+            HeavyCells::Open(v) => v.capacity() * size_of::<(u32, KeyCell)>(),
+        }
+    }
+}
+
+/// The Key cells of one hour: every key while hot, the heaviest once frozen.
+#[derive(Clone, Debug)]
+pub enum HourKeys {
+    /// Cells as they come (mostly one per key, when the key's inline cell moves here), summed
+    /// when the hour freezes or is read: appending costs no hash probe.
+    Hot {
+        added: Vec<(u32, KeyCell)>,
+        removed: Vec<(u32, KeyCell)>,
+    },
+    Frozen(HeavyKeys),
+}
+
+impl Default for HourKeys {
+    fn default() -> HourKeys {
+        HourKeys::Hot { added: Vec::new(), removed: Vec::new() }
+    }
+}
+
+impl HourKeys {
+    #[inline]
+    pub fn apply(&mut self, key: u32, delta: &KeyCell, sign: Sign) {
+        match (self, sign) {
+            (HourKeys::Hot { added, .. }, Sign::Add) => added.push((key, *delta)),
+            (HourKeys::Hot { removed, .. }, Sign::Sub) => removed.push((key, *delta)),
+            (HourKeys::Frozen(heavy), _) => heavy.apply(key, delta, sign),
+        }
+    }
+
+    pub fn is_hot(&self) -> bool {
+        matches!(self, HourKeys::Hot { .. })
+    }
+
+    /// The summed cells of a hot hour with `more` (its cells held elsewhere), in no order;
+    /// `None` once frozen.
+    pub fn hot_cells(&self, more: impl Iterator<Item = (u32, KeyCell)>) -> Option<FxHashMap<u32, KeyCell>> {
+        let HourKeys::Hot { added, removed } = self else { return None };
+        let mut map: FxHashMap<u32, KeyCell> = FxHashMap::default();
+        map.reserve(added.len());
+        for (key, cell) in added.iter().copied().chain(more) {
+            map.entry(key).or_default().merge(&cell);
+        }
+        for (key, cell) in removed {
+            apply_hot(&mut map, *key, cell, Sign::Sub);
+        }
+        map.retain(|_, c| !c.is_zero());
+        Some(map)
+    }
+
+    /// Freezes a hot hour, with `more` of its cells held elsewhere.
+    pub fn freeze(&mut self, more: Vec<(u32, KeyCell)>, cap: usize) {
+        let HourKeys::Hot { added, removed } = self else { return };
+        let mut cells = more;
+        cells.append(added);
+        // Keys mostly come once (when their inline cell moves here); then no map is needed.
+        let mut seen: rustc_hash::FxHashSet<u32> = rustc_hash::FxHashSet::default();
+        seen.reserve(cells.len());
+        let unique = removed.is_empty() && cells.iter().all(|(k, _)| seen.insert(*k));
+        if !unique {
+            let removed = std::mem::take(removed);
+            let map = HourKeys::Hot { added: cells, removed }.hot_cells(std::iter::empty()).unwrap_or_default();
+            cells = map.into_iter().collect();
+        }
+        *self = HourKeys::Frozen(HeavyKeys::select(cells, cap));
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            HourKeys::Hot { added, removed } => (added.capacity() + removed.capacity()) * size_of::<(u32, KeyCell)>(),
+            HourKeys::Frozen(heavy) => heavy.heap_bytes(),
+        }
     }
 }
 
