@@ -25,6 +25,10 @@ fn query(c: &mut Criterion) {
     g.bench_function("top10_keys_all", |b| b.iter(|| top10(all)));
     g.bench_function("top10_keys_7d_shanghai", |b| b.iter(|| top10(week_shanghai)));
     g.bench_function("trend_30d_hourly_shanghai", |b| b.iter(|| e.trend(month, Granularity::Hour, tz).unwrap()));
+    let kolkata: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+    g.bench_function("trend_30d_hourly_kolkata", |b| b.iter(|| e.trend(month, Granularity::Hour, kolkata).unwrap()));
+    let kathmandu: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
+    g.bench_function("trend_30d_daily_kathmandu", |b| b.iter(|| e.trend(month, Granularity::Day, kathmandu).unwrap()));
     g.bench_function("logs_page_100_newest", |b| b.iter(|| e.logs(&LogFilter::default(), None, 100)));
     let model = e.lookup("claude-sonnet-4-0").unwrap();
     let errors_of_model = LogFilter { model: Some(model), status: Some(StatusFilter::Errors), ..LogFilter::default() };

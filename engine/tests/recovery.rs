@@ -137,22 +137,37 @@ fn torn_tail_at_every_byte_of_the_last_frames() {
     }
 }
 
-/// Case 2: a bit flip in the length, the CRC and the payload of a middle record: that record is
-/// reported, every later one is kept, and nothing huge is allocated.
-#[test]
-fn bit_flips_in_a_middle_record_are_reported_and_skipped() {
-    let src = tempfile::tempdir().unwrap();
+/// A data directory whose newest segment holds `n` events appended one at a time (one batch each),
+/// synced but not closed, with the frames of that segment.
+struct SingleEventLog {
+    dir: tempfile::TempDir,
+    clock: TestClock,
+    sent: Vec<NewEvent>,
+    seg: std::path::PathBuf,
+    frames: Vec<(usize, tokenboard_engine::format::FrameHeader)>,
+}
+
+fn single_event_log(seed: u64, n: usize) -> SingleEventLog {
+    let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0);
-    let sent = events(3, 100, T0, 10);
+    let sent = events(seed, n, T0, 10);
     {
-        let (e, _) = open(src.path(), &clock);
+        let (e, _) = open(dir.path(), &clock);
         for ev in &sent {
             e.append(std::slice::from_ref(ev)).unwrap();
         }
         e.sync().unwrap();
     }
-    let seg = segment_files(src.path()).pop().unwrap();
+    let seg = segment_files(dir.path()).pop().unwrap();
     let frames = frames(&seg);
+    SingleEventLog { dir, clock, sent, seg, frames }
+}
+
+/// Case 2: a bit flip in the length, the CRC and the payload of a middle record: that record is
+/// reported, every later one is kept, and nothing huge is allocated.
+#[test]
+fn bit_flips_in_a_middle_record_are_reported_and_skipped() {
+    let SingleEventLog { dir: src, clock, sent, seg, frames } = single_event_log(3, 100);
     // The 50th event frame.
     let (victim, vh) = frames.iter().filter(|(_, h)| h.kind_type() == 1).nth(49).copied().unwrap();
     let targets = [
@@ -188,18 +203,7 @@ fn bit_flips_in_a_middle_record_are_reported_and_skipped() {
 /// tail; and case 4: a zero page followed by data.
 #[test]
 fn damage_followed_by_valid_frames_is_corruption_not_a_torn_tail() {
-    let src = tempfile::tempdir().unwrap();
-    let clock = TestClock::new(T0);
-    let sent = events(4, 20, T0, 10);
-    {
-        let (e, _) = open(src.path(), &clock);
-        for ev in &sent {
-            e.append(std::slice::from_ref(ev)).unwrap();
-        }
-        e.sync().unwrap();
-    }
-    let seg = segment_files(src.path()).pop().unwrap();
-    let frames = frames(&seg);
+    let SingleEventLog { dir: src, clock, seg, frames, .. } = single_event_log(4, 20);
     let events_only: Vec<_> = frames.iter().filter(|(_, h)| h.kind_type() == 1).copied().collect();
     // Zero out the 10th and 11th event frames: a zero gap followed by data.
     let (start, _) = events_only[9];
