@@ -65,45 +65,38 @@ impl SegmentIndex {
         if self.tail.is_empty() {
             return;
         }
-        // Runs per value; one map per fold (a fold covers up to 65 536 events).
-        let mut runs: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let tail = std::mem::take(&mut self.tail);
+        let mut groups = GroupBySym::default();
         for i in 0..INDEXED_DIMS.len() {
-            for e in &tail {
-                runs.entry(e.dims[i].0 as u64).or_default().push(e.seq_delta);
-            }
-            for (sym, deltas) in runs.iter_mut() {
-                if !deltas.is_empty() {
-                    append_sorted(self.by_dim[i].entry(Sym(*sym as u32)).or_default(), deltas);
-                    deltas.clear();
-                }
+            groups.group(tail.iter().map(|e| (e.dims[i], e.seq_delta)));
+            for (sym, deltas) in groups.runs() {
+                append_sorted(self.by_dim[i].entry(sym).or_default(), deltas);
             }
         }
+        // Key blocks: a key's run repeats a block once per event in it; keep each block once.
+        groups.group(tail.iter().map(|e| (e.key, e.seq_delta / BLOCK_EVENTS)));
+        for (key, blocks) in groups.runs() {
+            let bitmap = self.key_blocks.entry(key).or_default();
+            let mut last = bitmap.max();
+            let _ = bitmap.append(blocks.iter().copied().filter(|b| {
+                let new = last != Some(*b);
+                last = Some(*b);
+                new
+            }));
+        }
+        // Statuses are few.
+        let mut statuses: Vec<(u16, Vec<u32>)> = Vec::new();
         for e in &tail {
-            runs.entry(e.status as u64 | STATUS_TAG).or_default().push(e.seq_delta);
-        }
-        for e in tail.iter().filter(|e| !e.success) {
-            runs.entry(FAILED_TAG).or_default().push(e.seq_delta);
-        }
-        for e in &tail {
-            let blocks = runs.entry(e.key.0 as u64 | KEY_TAG).or_default();
-            let block = e.seq_delta / BLOCK_EVENTS;
-            if blocks.last() != Some(&block) {
-                blocks.push(block);
+            match statuses.iter_mut().find(|(s, _)| *s == e.status) {
+                Some((_, v)) => v.push(e.seq_delta),
+                None => statuses.push((e.status, vec![e.seq_delta])),
             }
         }
-        for (value, values) in runs.iter_mut() {
-            if values.is_empty() || value & TAGS == 0 {
-                continue;
-            }
-            let bitmap = match value & TAGS {
-                STATUS_TAG => self.by_status.entry((value & !TAGS) as u16).or_default(),
-                KEY_TAG => self.key_blocks.entry(Sym((value & !TAGS) as u32)).or_default(),
-                _ => &mut self.failed,
-            };
-            append_sorted(bitmap, values);
-            values.clear();
+        for (status, deltas) in &statuses {
+            append_sorted(self.by_status.entry(*status).or_default(), deltas);
         }
+        let failed: Vec<u32> = tail.iter().filter(|e| !e.success).map(|e| e.seq_delta).collect();
+        append_sorted(&mut self.failed, &failed);
         self.tail = tail;
         self.tail.clear();
     }
@@ -291,11 +284,56 @@ fn append_sorted(bitmap: &mut RoaringBitmap, values: &[u32]) {
     }
 }
 
-/// Tags that keep status, key-block and failed-call runs apart from symbol runs in one map.
-const STATUS_TAG: u64 = 1 << 40;
-const KEY_TAG: u64 = 1 << 41;
-const FAILED_TAG: u64 = 1 << 42;
-const TAGS: u64 = STATUS_TAG | KEY_TAG | FAILED_TAG;
+/// Groups `(sym, value)` pairs by symbol with a counting sort: no hashing and no allocation per
+/// symbol. Values keep their order within a symbol, so sorted input gives sorted runs.
+#[derive(Default)]
+struct GroupBySym {
+    counts: Vec<u32>,
+    touched: Vec<u32>,
+    starts: Vec<u32>,
+    flat: Vec<u32>,
+}
+
+impl GroupBySym {
+    fn group(&mut self, pairs: impl Iterator<Item = (Sym, u32)> + Clone) {
+        self.touched.clear();
+        for (sym, _) in pairs.clone() {
+            let s = sym.0 as usize;
+            if s >= self.counts.len() {
+                self.counts.resize(s + 1, 0);
+            }
+            if self.counts[s] == 0 {
+                self.touched.push(sym.0);
+            }
+            self.counts[s] += 1;
+        }
+        // Offsets in touched order; `counts` becomes the write cursor.
+        self.starts.clear();
+        let mut at = 0u32;
+        for &s in &self.touched {
+            self.starts.push(at);
+            let n = self.counts[s as usize];
+            self.counts[s as usize] = at;
+            at += n;
+        }
+        self.flat.clear();
+        self.flat.resize(at as usize, 0);
+        for (sym, value) in pairs {
+            let cursor = &mut self.counts[sym.0 as usize];
+            self.flat[*cursor as usize] = value;
+            *cursor += 1;
+        }
+    }
+
+    /// The runs of the last `group`, and resets the counters for the next one.
+    fn runs(&mut self) -> impl Iterator<Item = (Sym, &[u32])> + '_ {
+        let ends: Vec<u32> = self.touched.iter().map(|s| self.counts[*s as usize]).collect();
+        for &s in &self.touched {
+            self.counts[s as usize] = 0;
+        }
+        self.touched.iter().zip(self.starts.iter().zip(ends)).map(|(s, (start, end))| (Sym(*s), &self.flat[*start as usize..end as usize]))
+    }
+}
 
 /// Appends to `out`, newest first, the events of `seg` with sequence number below `before_seq`
 /// that match `filter`, until `out` holds `limit` events.
