@@ -791,9 +791,6 @@ impl Engine {
         let last_seq = stored.last().map(|e| e.seq).unwrap_or(st.next_seq - 1);
         st.next_seq = last_seq + 1;
         self.shared.durable.written_seq.store(last_seq, Ordering::Release);
-        if opts.durability == Durability::Never {
-            // Nothing to wait for: "durable" here means "written".
-        }
         Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq }, stored))
     }
 

@@ -509,7 +509,6 @@ pub struct ScanOutcome {
     pub issues: Vec<ScanIssue>,
     /// Where torn bytes start, when the tail must be cut, and where the last non-zero byte ends.
     pub cut: Option<(u64, u64)>,
-    pub sealed_by_frame: bool,
 }
 
 /// Scans the frames of a mapped segment, filling its dictionary and calling `on_event` for each
@@ -621,7 +620,6 @@ pub fn scan(
                     flush(seg, &mut pending, interner, on_event, &mut kept_end);
                     issues.push(ScanIssue::Corruption { offset: pos as u64, reason, skipped_bytes: (end - pos) as u64 });
                 }
-                pos = data.len();
                 break;
             }
         }
@@ -638,13 +636,12 @@ pub fn scan(
             flush(seg, &mut pending, interner, on_event, &mut kept_end);
         }
     }
-    let _ = pos;
     if seg.dict.unknown_references > 0 {
         issues.push(ScanIssue::UnknownStrings { references: seg.dict.unknown_references });
     }
     seg.committed_len = kept_end as u64;
     seg.bytes_used = kept_end as u64;
-    ScanOutcome { issues, cut, sealed_by_frame: false }
+    ScanOutcome { issues, cut }
 }
 
 fn all_zero(b: &[u8]) -> bool {

@@ -91,13 +91,15 @@ impl AggCell {
     }
 }
 
-impl Cell for AggCell {
+/// Both cell sizes share one implementation: a cell is a prefix of the `Agg` counters (calls,
+/// errors, 6 tokens, latency sum, then TTFT sum, TTFT calls, stream calls, 4 quality counts).
+impl<const N: usize> Cell for Counters<N> {
     #[inline]
-    fn merge(&mut self, other: &AggCell) {
+    fn merge(&mut self, other: &Self) {
         self.add(other);
     }
     #[inline]
-    fn unmerge(&mut self, other: &AggCell) {
+    fn unmerge(&mut self, other: &Self) {
         self.sub(other);
     }
     #[inline]
@@ -105,7 +107,9 @@ impl Cell for AggCell {
         Counters::is_zero(self)
     }
     fn to_agg(&self) -> Agg {
-        let c = &self.0;
+        const { assert!(N <= 16) };
+        let mut c = [0u64; 16];
+        c[..N].copy_from_slice(&self.0);
         Agg {
             calls: c[0],
             errors: c[1],
@@ -131,30 +135,6 @@ impl KeyCell {
     }
 }
 
-impl Cell for KeyCell {
-    #[inline]
-    fn merge(&mut self, other: &KeyCell) {
-        self.add(other);
-    }
-    #[inline]
-    fn unmerge(&mut self, other: &KeyCell) {
-        self.sub(other);
-    }
-    #[inline]
-    fn is_zero(&self) -> bool {
-        Counters::is_zero(self)
-    }
-    fn to_agg(&self) -> Agg {
-        let c = &self.0;
-        Agg {
-            calls: c[0],
-            errors: c[1],
-            tokens: [c[2], c[3], c[4], c[5], c[6], c[7]],
-            latency_sum_ms: c[8],
-            ..Agg::default()
-        }
-    }
-}
 
 /// Approximate heap bytes of a hashbrown table with `capacity` usable slots of `T`.
 pub fn hash_table_bytes<T>(capacity: usize) -> usize {
