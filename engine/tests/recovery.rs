@@ -711,3 +711,69 @@ fn event_ids_are_remembered_for_the_window_then_forgotten() {
     e.enforce_retention().unwrap();
     assert_eq!(e.append(&ev).unwrap().accepted, 1);
 }
+
+/// Unmounts a tmpfs when dropped, even if the test fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Case 7 on a real, full file system: a 2 MiB tmpfs. Runs where tests run as root (CI does);
+/// elsewhere the injected-fault test above covers the same paths.
+#[test]
+fn disk_full_on_a_real_tmpfs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("disk_full_on_a_real_tmpfs: not root, cannot mount a tmpfs; covered by the injected-fault test");
+        return;
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tokenboard-test", mnt.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs as root");
+    let _guard = Tmpfs(mnt.path().to_path_buf());
+    let dir = mnt.path().join("data");
+    // Space to give back later.
+    let filler = mnt.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 512 * 1024]).unwrap();
+
+    let clock = TestClock::new(T0);
+    let mut o = options(&dir, &clock);
+    o.segment_bytes_max = 256 * 1024;
+    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    let (e, _) = Engine::open(o.clone()).unwrap();
+    let sent = events(60, 200_000, T0, 10);
+    let mut acked = 0;
+    let mut full = None;
+    for c in sent.chunks(500) {
+        match e.append(c) {
+            Ok(_) => acked += c.len(),
+            Err(err) => {
+                full = Some(err);
+                break;
+            }
+        }
+    }
+    let err = full.expect("a 2 MiB file system fills up");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(acked > 10_000);
+    // Still alive (no SIGBUS), reads work, nothing acknowledged is missing.
+    assert_eq!(e.summary(tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX }).agg.calls as usize, acked);
+    assert_eq!(all_events(&e).len(), acked);
+    assert!(!e.status().fenced);
+    // Space frees: appends resume.
+    std::fs::remove_file(&filler).unwrap();
+    e.append(&sent[acked..acked + 500]).unwrap();
+    e.close().unwrap();
+    drop(e);
+    let (e, report) = Engine::open(o).unwrap();
+    assert_eq!(report.corruptions(), 0, "{:?}", report.issues);
+    let all = all_events(&e);
+    assert_eq!(all.len(), acked + 500);
+    assert!(same_event(&e, all.last().unwrap(), &sent[acked + 499]));
+}
