@@ -93,12 +93,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let trend = engine.trend(TimeRange { from_ms: now - 6 * 3_600_000, to_ms: now }, Granularity::Hour, chrono_tz::Tz::UTC)?;
     for b in trend {
-        println!("  hour from {} calls {:>8}", b.start_ms, b.agg.calls);
+        println!("  hour from {} calls {:>8}", rfc3339(b.start_ms), b.agg.calls);
     }
     let errors = engine.logs(&LogFilter { status: Some(StatusFilter::Errors), ..LogFilter::default() }, None, 3);
     for ev in errors.events {
-        println!("  error #{} at {} status {} model {}", ev.seq, ev.ts_ms, ev.status, engine.resolve(ev.dim(Dim::Model)));
+        println!("  error #{} at {} status {} model {}", ev.seq, rfc3339(ev.ts_ms), ev.status, engine.resolve(ev.dim(Dim::Model)));
     }
     engine.close()?;
     Ok(())
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
 }
