@@ -333,8 +333,11 @@ impl Durable {
     fn check_fenced(&self) -> Result<()> {
         if self.is_fenced.load(Ordering::Acquire) {
             let f = self.fenced.lock().unwrap_or_else(|e| e.into_inner());
-            let (op, path) = f.clone().unwrap_or(("write", PathBuf::new()));
-            return Err(Error::Fenced { op, path });
+            return Err(match f.clone() {
+                Some(("close", _)) => Error::Closed,
+                Some((op, path)) => Error::Fenced { op, path },
+                None => Error::Fenced { op: "write", path: PathBuf::new() },
+            });
         }
         Ok(())
     }

@@ -14,6 +14,8 @@ pub enum Error {
     DiskFull { op: &'static str, path: PathBuf },
     #[error("the writer is fenced after a failed {op} on {path}; reopen the engine to continue")]
     Fenced { op: &'static str, path: PathBuf },
+    #[error("the engine is closed")]
+    Closed,
     #[error("event {index}: {error}")]
     InvalidEvent { index: usize, error: FieldError },
     #[error("batch of {events} events encodes to {bytes} bytes, more than the {max} a segment takes at once")]

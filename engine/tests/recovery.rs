@@ -777,3 +777,17 @@ fn disk_full_on_a_real_tmpfs() {
     assert_eq!(all.len(), acked + 500);
     assert!(same_event(&e, all.last().unwrap(), &sent[acked + 499]));
 }
+
+#[test]
+fn appends_after_close_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (e, _) = open(dir.path(), &clock);
+    e.append(&events(70, 2, T0, 1)).unwrap();
+    e.close().unwrap();
+    let err = e.append(&events(71, 1, T0, 1)).unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    assert_eq!(err.to_string(), "the engine is closed");
+    // Reads still answer.
+    assert_eq!(all_events(&e).len(), 2);
+}
