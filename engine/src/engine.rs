@@ -672,13 +672,15 @@ impl Engine {
             return Err(Error::InvalidOption { name: "batch", reason: format!("{} events, at most {} per append", events.len(), self.shared.opts.batch_events_max) });
         }
         self.shared.durable.check_fenced()?;
-        let (outcome, stored) = {
+        let outcome = {
             let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-            self.append_locked(&mut st, events)?
+            let (outcome, stored) = self.append_locked(&mut st, events)?;
+            // Published under the lock, so subscribers see batches in sequence order.
+            if !stored.is_empty() {
+                self.publish(stored);
+            }
+            outcome
         };
-        if !stored.is_empty() {
-            self.publish(stored);
-        }
         if self.shared.opts.durability == Durability::Always && outcome.accepted > 0 {
             self.shared.durable.sync_through(outcome.last_seq)?;
         }

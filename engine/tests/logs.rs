@@ -150,3 +150,37 @@ fn filters_span_folded_bitmaps_and_the_buffered_tail() {
     let (engine, _) = Engine::open(o).unwrap();
     check(&engine);
 }
+
+#[test]
+fn subscribers_see_batches_in_sequence_order_under_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut o = options(dir.path(), &clock);
+    o.subscriber_queue_max = 100_000;
+    let (engine, _) = Engine::open(o).unwrap();
+    let rx = engine.subscribe();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let sent = events(100 + t, 400, T0, 1);
+                for c in sent.chunks(4) {
+                    engine.append(c).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut last = 0;
+    let mut n = 0;
+    while let Ok(batch) = rx.try_recv() {
+        for ev in batch.iter() {
+            assert!(ev.seq > last, "{} after {}", ev.seq, last);
+            last = ev.seq;
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1600);
+}
