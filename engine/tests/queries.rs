@@ -64,3 +64,26 @@ fn engine_queries_match_naive_folds() {
         assert_eq!(b.agg.calls as usize, n);
     }
 }
+
+#[test]
+fn odd_ranges_answer_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0 + 86_400_000);
+    let (engine, _) = Engine::open(options(dir.path(), &clock)).unwrap();
+    engine.append(&events(9, 100, T0, 60_000)).unwrap();
+    let inverted = TimeRange { from_ms: T0 + 1000, to_ms: T0 };
+    assert_eq!(engine.summary(inverted).agg.calls, 0);
+    assert!(engine.breakdown(Group::Model, inverted).is_empty());
+    let extreme = TimeRange { from_ms: i64::MIN, to_ms: i64::MAX };
+    assert_eq!(engine.summary(extreme).agg.calls, 100);
+    assert_eq!(engine.top(Group::Key, extreme, 3, TopBy::Calls).0.len(), 3);
+    // Too many buckets is an error, not a huge allocation.
+    let year = TimeRange { from_ms: T0, to_ms: T0 + 365 * 86_400_000 };
+    assert!(engine.trend(year, Granularity::Minute, chrono_tz::Tz::UTC).is_err());
+    // The whole representable range: either refused as too many buckets, or every call counted.
+    if let Ok(buckets) = engine.trend(extreme, Granularity::Month, chrono_tz::Tz::UTC) {
+        assert_eq!(buckets.iter().map(|b| b.agg.calls).sum::<u64>(), 100);
+    }
+    let month = engine.trend(TimeRange { from_ms: T0, to_ms: T0 + 31 * 86_400_000 }, Granularity::Month, chrono_tz::Tz::UTC).unwrap();
+    assert_eq!(month.iter().map(|b| b.agg.calls).sum::<u64>(), 100);
+}
