@@ -38,9 +38,13 @@ impl<const N: usize> Default for Counters<N> {
 impl<const N: usize> Counters<N> {
     #[inline(always)]
     fn add(&mut self, o: &Counters<N>) {
-        for (a, b) in self.0.iter_mut().zip(&o.0) {
+        // Whole-array load, add, store: this form vectorises (an in-place loop compiles to
+        // one scalar read-modify-write per counter).
+        let mut sum = self.0;
+        for (a, b) in sum.iter_mut().zip(&o.0) {
             *a = a.wrapping_add(*b);
         }
+        self.0 = sum;
     }
     #[inline]
     fn sub(&mut self, o: &Counters<N>) {
@@ -64,7 +68,10 @@ pub type AggCell = Counters<16>;
 impl AggCell {
     pub fn of_event(ev: &StoredEvent) -> AggCell {
         let t = ev.tokens.to_array();
-        let mut c = [
+        // The quality counters by comparison, not by an indexed store: a narrow store into the
+        // array stalls the wide loads that copy it (store forwarding fails).
+        let q = (ev.quality as usize).min(3);
+        Counters([
             1,
             u64::from(!ev.success),
             t[0],
@@ -77,13 +84,11 @@ impl AggCell {
             u64::from(ev.ttft_ms.unwrap_or(0)),
             u64::from(ev.ttft_ms.is_some()),
             u64::from(ev.stream),
-            0,
-            0,
-            0,
-            0,
-        ];
-        c[12 + (ev.quality as usize).min(3)] = 1;
-        Counters(c)
+            u64::from(q == 0),
+            u64::from(q == 1),
+            u64::from(q == 2),
+            u64::from(q == 3),
+        ])
     }
 
     pub fn calls(&self) -> u64 {
@@ -606,6 +611,81 @@ pub struct KeyOutcome {
     pub direct: bool,
 }
 
+/// Key → position: a direct table for the small keys (interned symbols are dense from 0), of at
+/// most `DIRECT_PER_KEY` entries per key when it grew (or `DIRECT_MIN`; it is dropped when the
+/// last key goes), and a hash map for the rest. An append then finds its key with one load, not
+/// a hash probe, in less memory than the map would take.
+#[derive(Clone, Debug, Default)]
+struct PosIndex {
+    /// Position by key below `direct.len()`; `u32::MAX` when absent.
+    direct: Vec<u32>,
+    spill: FxHashMap<u32, u32>,
+    len: usize,
+}
+
+const DIRECT_MIN: usize = 1024;
+const DIRECT_PER_KEY: usize = 2;
+
+impl PosIndex {
+    #[inline(always)]
+    fn get(&self, key: u32) -> Option<u32> {
+        match self.direct.get(key as usize) {
+            Some(&pos) => (pos != u32::MAX).then_some(pos),
+            None => self.spill.get(&key).copied(),
+        }
+    }
+
+    /// Sets the position of a key, new or not.
+    fn insert(&mut self, key: u32, pos: u32) {
+        let k = key as usize;
+        if let Some(slot) = self.direct.get_mut(k) {
+            self.len += usize::from(*slot == u32::MAX);
+            *slot = pos;
+            return;
+        }
+        if let Some(slot) = self.spill.get_mut(&key) {
+            *slot = pos;
+            return;
+        }
+        self.len += 1;
+        let limit = (self.len * DIRECT_PER_KEY).max(DIRECT_MIN);
+        if k < limit {
+            // Grow the table to cover `key`, moving in the spilled keys it now covers.
+            let new_len = (k + 1).next_power_of_two().max(DIRECT_MIN).min(limit.max(k + 1));
+            self.direct.resize(new_len, u32::MAX);
+            self.direct[k] = pos;
+            let direct = &mut self.direct;
+            self.spill.retain(|key, pos| match direct.get_mut(*key as usize) {
+                Some(slot) => {
+                    *slot = *pos;
+                    false
+                }
+                None => true,
+            });
+        } else {
+            self.spill.insert(key, pos);
+        }
+    }
+
+    fn remove(&mut self, key: u32) -> Option<u32> {
+        let removed = match self.direct.get_mut(key as usize) {
+            Some(slot) => (*slot != u32::MAX).then(|| std::mem::replace(slot, u32::MAX)),
+            None => self.spill.remove(&key),
+        };
+        if removed.is_some() {
+            self.len -= 1;
+            if self.len == 0 {
+                *self = PosIndex::default();
+            }
+        }
+        removed
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.direct.capacity() * 4 + hash_table_bytes::<(u32, u32)>(self.spill.capacity())
+    }
+}
+
 /// All-time Key cells. A key's all-time cell is `settled + inline + day_rest`, and an in-order
 /// append touches only the key's small inline [`Slot`] (400 KB for 10k keys, so it stays in
 /// cache) instead of cells in three large hash maps (the hour's, the day's and the all-time
@@ -622,7 +702,7 @@ pub struct KeyOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct KeyTotals {
     /// Key → position in the vectors below.
-    index: FxHashMap<u32, u32>,
+    index: PosIndex,
     inline: Vec<Slot>,
     /// Of the day of the inline hour.
     day_rest: Vec<Cell32>,
@@ -636,7 +716,7 @@ pub struct KeyTotals {
 
 impl KeyTotals {
     fn remove(&mut self, key: u32) {
-        let Some(i) = self.index.remove(&key) else { return };
+        let Some(i) = self.index.remove(key) else { return };
         let i = i as usize;
         self.inline.swap_remove(i);
         self.day_rest.swap_remove(i);
@@ -720,7 +800,13 @@ impl KeyTotals {
         let at = hour_at(day, hour).filter(|_| hour_hot);
         let KeyTotals { index, inline, day_rest, settled, key_at, sorted, pending } = self;
         let next = key_at.len() as u32;
-        let pos = *index.entry(key).or_insert(next) as usize;
+        let pos = match index.get(key) {
+            Some(pos) => pos as usize,
+            None => {
+                index.insert(key, next);
+                next as usize
+            }
+        };
         if pos == next as usize {
             inline.push(Slot::default());
             day_rest.push([0; 9]);
@@ -770,7 +856,7 @@ impl KeyTotals {
     /// `day` (the caller adds those to the day's map before removing the event there).
     pub fn sub(&mut self, key: u32, day: i64, delta: &KeyCell) -> KeyOutcome {
         let mut outcome = KeyOutcome::default();
-        let Some(&pos) = self.index.get(&key) else {
+        let Some(pos) = self.index.get(key) else {
             debug_assert!(false, "key totals: removing a key never added");
             return outcome;
         };
@@ -802,7 +888,7 @@ impl KeyTotals {
 
     /// The all-time cell of a key.
     pub fn cell_of(&self, key: u32) -> Option<KeyCell> {
-        self.index.get(&key).map(|&pos| self.all_time(pos as usize))
+        self.index.get(key).map(|pos| self.all_time(pos as usize))
     }
 
     /// All-time cells in key order.
@@ -868,7 +954,7 @@ impl KeyTotals {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        hash_table_bytes::<(u32, u32)>(self.index.capacity())
+        self.index.heap_bytes()
             + self.inline.capacity() * size_of::<Slot>()
             + self.day_rest.capacity() * size_of::<Cell32>()
             + self.settled.capacity() * size_of::<KeyCell>()
@@ -1132,5 +1218,35 @@ impl<C: Cell> SortedAcc<C> {
 
     pub fn into_aggs(self) -> Vec<(u32, Agg)> {
         self.cells.into_iter().map(|(k, c)| (k, c.to_agg())).filter(|(_, a)| a.calls > 0).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PosIndex;
+
+    /// The direct table and the spill map agree with a plain map through growth, spills and
+    /// removals.
+    #[test]
+    fn pos_index_matches_a_map() {
+        let mut index = PosIndex::default();
+        let mut model = std::collections::HashMap::new();
+        let keys: Vec<u32> =
+            (0..3000u32).map(|i| i.wrapping_mul(2_654_435_761) % 9000).chain([u32::MAX, 1 << 31, 5000]).collect();
+        for (n, &key) in keys.iter().enumerate() {
+            index.insert(key, n as u32);
+            model.insert(key, n as u32);
+        }
+        for (n, &key) in keys.iter().enumerate().step_by(3) {
+            assert_eq!(index.remove(key), model.remove(&key), "{n}");
+        }
+        for key in (0..10_000u32).chain([u32::MAX, 1 << 31]) {
+            assert_eq!(index.get(key), model.get(&key).copied(), "{key}");
+        }
+        for key in model.keys().copied().collect::<Vec<_>>() {
+            assert_eq!(index.remove(key), model.remove(&key));
+        }
+        assert_eq!(index.heap_bytes(), 0);
+        assert_eq!(index.get(7), None);
     }
 }

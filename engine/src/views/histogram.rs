@@ -355,8 +355,20 @@ impl<E: Packed> SlotHist<E> {
 
     /// Counts a key; runs longer than `dense_above` entries turn dense, where an update costs
     /// no search and no shifting.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, key: usize, sign: Sign, dense_above: usize) {
+        // The append fast path inline; the rest out of line.
+        if let (SlotHist::Dense(d), Sign::Add) = (&mut *self, sign)
+            && let Some(count) = d.get_mut(key)
+        {
+            *count = count.wrapping_add(1);
+            return;
+        }
+        self.add_slow(key, sign, dense_above);
+    }
+
+    #[inline(never)]
+    fn add_slow(&mut self, key: usize, sign: Sign, dense_above: usize) {
         match self {
             SlotHist::Dense(d) => match sign {
                 Sign::Add => d[key] = d[key].wrapping_add(1),
