@@ -980,34 +980,21 @@ impl Engine {
         seg.get(seq)
     }
 
-    /// Calls `f` for each event matching `filter`, oldest first, without holding the engine's lock
-    /// over sealed segments: appends and retention go on meanwhile. Returns the number visited.
+    /// Calls `f` for each event matching `filter`, oldest first, over the log as it was when the
+    /// call started; appends and retention go on meanwhile. Returns the number visited.
     pub fn scan(&self, filter: &LogFilter, f: &mut dyn FnMut(&StoredEvent) -> bool) -> u64 {
-        let sealed: Vec<Arc<Segment>> = self.read().sealed.clone();
+        // A snapshot: the sealed segments as they are and a read-only copy of the live segment's
+        // committed part. No lock is held while events are visited, so a long export never
+        // stalls appends or retention.
+        let (sealed, live) = {
+            let st = self.read();
+            (st.sealed.clone(), st.live.reader_copy())
+        };
         let mut n = 0;
-        let mut last = 0;
-        for seg in &sealed {
+        for seg in sealed.iter().map(|s| &**s).chain(std::iter::once(&live)) {
             let mut go = true;
             seg.for_each(&mut |ev| {
-                last = ev.seq;
                 if filter.matches(&ev) {
-                    n += 1;
-                    go = f(&ev);
-                }
-                go
-            });
-            if !go {
-                return n;
-            }
-        }
-        let st = self.read();
-        for seg in st.sealed.iter().map(|s| &**s).chain(std::iter::once(&st.live)) {
-            if seg.last_seq.is_none_or(|l| l <= last) {
-                continue;
-            }
-            let mut go = true;
-            seg.for_each(&mut |ev| {
-                if ev.seq > last && filter.matches(&ev) {
                     n += 1;
                     go = f(&ev);
                 }

@@ -109,6 +109,17 @@ impl SegmentDict {
         self.shape_ids = self.shapes.iter().enumerate().map(|(i, s)| (*s, i as u32)).collect();
     }
 
+    /// The decoding half of the dictionary, without the writer's reverse maps.
+    pub fn reader_copy(&self) -> SegmentDict {
+        SegmentDict {
+            strings: self.strings.clone(),
+            shapes: self.shapes.clone(),
+            string_ids: FxHashMap::default(),
+            shape_ids: FxHashMap::default(),
+            unknown_references: self.unknown_references,
+        }
+    }
+
     /// Drops the reverse maps when the segment is sealed.
     pub fn seal(&mut self) {
         self.string_ids = FxHashMap::default();
@@ -391,6 +402,31 @@ impl Segment {
 
     pub fn base_seq(&self) -> u64 {
         self.header.base_seq
+    }
+
+    /// A read-only copy of the committed part, for readers that must not hold the engine's lock:
+    /// it shares the map and copies the small block index and dictionary (no bitmaps).
+    pub fn reader_copy(&self) -> Segment {
+        Segment {
+            path: self.path.clone(),
+            header: self.header,
+            map: self.map.clone(),
+            file_len: self.file_len,
+            committed_len: self.committed_len,
+            n_events: self.n_events,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            blocks: self.blocks.clone(),
+            dict: self.dict.reader_copy(),
+            index: SegmentIndex::default(),
+            sealed: self.sealed,
+            sealed_at_ms: self.sealed_at_ms,
+            bytes_used: self.bytes_used,
+            skips: self.skips.clone(),
+            ids_in_dedup: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Records an event that now lies at `offset` in the blocks, bounds and bitmaps.

@@ -184,3 +184,36 @@ fn subscribers_see_batches_in_sequence_order_under_concurrent_appends() {
     }
     assert_eq!(n, 1600);
 }
+
+#[test]
+fn a_slow_scan_does_not_stall_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (engine, _) = Engine::open(options(dir.path(), &clock)).unwrap();
+    engine.append(&events(7, 50, T0, 1)).unwrap();
+    let (paused, resume) = std::sync::mpsc::channel::<()>();
+    let (started, wait_started) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            engine.scan(&LogFilter::default(), &mut |_| {
+                if seen == 0 {
+                    started.send(()).unwrap();
+                    resume.recv().unwrap();
+                }
+                seen += 1;
+                true
+            });
+            seen
+        })
+    };
+    wait_started.recv().unwrap();
+    // The scan is paused inside the live segment; appends go on.
+    for _ in 0..20 {
+        engine.append(&events(8, 10, T0, 1)).unwrap();
+    }
+    paused.send(()).unwrap();
+    assert_eq!(reader.join().unwrap(), 50, "the scan sees the log as it was when it started");
+    assert_eq!(all_events(&engine).len(), 250);
+}
