@@ -29,10 +29,18 @@ use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, 
 use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
 use crate::rollup::{self, Rollups};
+use crate::index::SegmentIndex;
 use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
 use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, TrendBucket, Views};
 
 const MS_PER_HOUR: i64 = 3_600_000;
+
+/// Work for the index thread of a rebuild.
+enum IndexWork {
+    Entries(Vec<index::TailEntry>),
+    /// The segment is read: hand its index back.
+    Finish,
+}
 
 /// Decoded events handed to the views thread at a time during a rebuild.
 const REBUILD_CHUNK_EVENTS: usize = 4096;
@@ -475,8 +483,8 @@ impl Engine {
         let mut live_file: Option<Arc<File>> = None;
         let mut last_seq = rollups.folded_through_seq;
         let dedup_cutoff = now - opts.dedup_window_ms - opts.segment_age_max_ms;
-        // Rebuild on two threads: this one reads, checks and decodes frames and builds the
-        // segment indexes; the other folds the decoded events into the views.
+        // Rebuild on three threads: this one reads, checks and decodes frames; one folds the
+        // decoded events into the views; one builds each segment's bitmaps.
         let views = std::thread::scope(|scope| -> Result<Views> {
             let (to_views, chunks) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
             // Emptied chunks come back, so the reader does not allocate (and the kernel zero)
@@ -493,7 +501,23 @@ impl Engine {
                 }
                 views
             });
+            let (to_indexer, index_work) = std::sync::mpsc::sync_channel::<IndexWork>(4);
+            let (built, built_indexes) = std::sync::mpsc::sync_channel::<SegmentIndex>(1);
+            let indexer = scope.spawn(move || {
+                let mut index = SegmentIndex::default();
+                for work in index_work {
+                    match work {
+                        IndexWork::Entries(entries) => entries.into_iter().for_each(|e| index.add_entry(e)),
+                        IndexWork::Finish => {
+                            if built.send(std::mem::take(&mut index)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
             let mut pending: Vec<StoredEvent> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
+            let mut entries: Vec<index::TailEntry> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
             for (i, &base) in bases.iter().enumerate() {
                 let path = dir.join(segment::segment_file_name(base));
                 let newest = i + 1 == bases.len();
@@ -544,7 +568,11 @@ impl Engine {
                 let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
                 seg.ids_in_dedup.store(in_dedup_window, Ordering::Relaxed);
                 let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
-                    seg.note_event(offset, &ev);
+                    let seq_delta = seg.note_position(offset, &ev);
+                    entries.push(SegmentIndex::entry(seq_delta, &ev));
+                    if entries.len() >= REBUILD_CHUNK_EVENTS {
+                        let _ = to_indexer.send(IndexWork::Entries(std::mem::replace(&mut entries, Vec::with_capacity(REBUILD_CHUNK_EVENTS))));
+                    }
                     if in_dedup_window && let Some(id) = &ev.event_id {
                         dedup.seen.insert(Dedup::hash(id), ev.seq);
                     }
@@ -559,6 +587,10 @@ impl Engine {
                     && first > last_seq + 1 {
                         report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
                     }
+                // The segment's bitmaps, built on the index thread.
+                let _ = to_indexer.send(IndexWork::Entries(std::mem::take(&mut entries)));
+                let _ = to_indexer.send(IndexWork::Finish);
+                seg.index = built_indexes.recv().expect("the index thread does not panic");
                 for issue in outcome.issues {
                     report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
                 }
@@ -577,6 +609,8 @@ impl Engine {
                 let _ = to_views.send(pending);
             }
             drop(to_views);
+            drop(to_indexer);
+            indexer.join().expect("the index thread does not panic");
             Ok(folder.join().expect("the views thread does not panic"))
         })?;
         // Sealed-at times: a segment stopped taking appends when the next one was created.

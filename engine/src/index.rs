@@ -21,7 +21,7 @@ pub const INDEXED_DIMS: [Dim; 4] = [Dim::Model, Dim::Endpoint, Dim::Provider, Di
 
 /// One event as the index holds it until it is folded into the bitmaps.
 #[derive(Clone, Copy, Debug)]
-struct TailEntry {
+pub struct TailEntry {
     seq_delta: u32,
     dims: [Sym; INDEXED_DIMS.len()],
     key: Sym,
@@ -46,18 +46,27 @@ pub struct SegmentIndex {
 }
 
 impl SegmentIndex {
-    pub fn add(&mut self, seq_delta: u32, _block: u32, ev: &StoredEvent) {
-        if let Some(first) = self.tail.first() {
-            // Fold when the buffer is full or the event starts a new roaring container.
-            if self.tail.len() >= TAIL_EVENTS_MAX || first.seq_delta >> 16 != seq_delta >> 16 {
-                self.fold_tail();
-            }
-        }
+    pub fn add(&mut self, seq_delta: u32, ev: &StoredEvent) {
+        self.add_entry(SegmentIndex::entry(seq_delta, ev));
+    }
+
+    /// What the index keeps of an event (so it can be built on another thread).
+    pub fn entry(seq_delta: u32, ev: &StoredEvent) -> TailEntry {
         let mut dims = [Sym::EMPTY; INDEXED_DIMS.len()];
         for (i, dim) in INDEXED_DIMS.iter().enumerate() {
             dims[i] = ev.dim(*dim);
         }
-        self.tail.push(TailEntry { seq_delta, dims, key: ev.dim(Dim::Key), status: ev.status, success: ev.success });
+        TailEntry { seq_delta, dims, key: ev.dim(Dim::Key), status: ev.status, success: ev.success }
+    }
+
+    pub fn add_entry(&mut self, entry: TailEntry) {
+        if let Some(first) = self.tail.first() {
+            // Fold when the buffer is full or the event starts a new roaring container.
+            if self.tail.len() >= TAIL_EVENTS_MAX || first.seq_delta >> 16 != entry.seq_delta >> 16 {
+                self.fold_tail();
+            }
+        }
+        self.tail.push(entry);
     }
 
     /// Moves the buffered events into the bitmaps.

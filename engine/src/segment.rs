@@ -431,6 +431,13 @@ impl Segment {
 
     /// Records an event that now lies at `offset` in the blocks, bounds and bitmaps.
     pub fn note_event(&mut self, offset: u64, ev: &StoredEvent) {
+        let seq_delta = self.note_position(offset, ev);
+        self.index.add(seq_delta, ev);
+    }
+
+    /// Records an event in the blocks and bounds only (its index entry is built elsewhere);
+    /// returns its sequence delta.
+    pub fn note_position(&mut self, offset: u64, ev: &StoredEvent) -> u32 {
         let seq_delta = (ev.seq - self.header.base_seq) as u32;
         let b = (seq_delta / BLOCK_EVENTS) as usize;
         while self.blocks.len() <= b {
@@ -444,7 +451,7 @@ impl Segment {
         self.n_events += 1;
         self.first_seq.get_or_insert(ev.seq);
         self.last_seq = Some(ev.seq);
-        self.index.add(seq_delta, b as u32, ev);
+        seq_delta
     }
 
     /// The committed bytes of the segment.
