@@ -130,7 +130,7 @@ pub fn dataset(n: u64) -> std::path::PathBuf {
     use tokenboard_engine::{Durability, Engine, EngineOptions, Retention};
     let root = std::env::var_os("TB_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     // Bump DATASET_REVISION when the workload or the encoding changes without a format version bump.
-    const DATASET_REVISION: u32 = 2;
+    const DATASET_REVISION: u32 = 3;
     let dir = root.join(format!("tokenboard-bench-{n}-v{}-r{DATASET_REVISION}", tokenboard_engine::format::FORMAT_VERSION));
     let done = dir.with_extension("complete");
     if done.exists() {

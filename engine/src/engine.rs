@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, StoredEvent, Sym};
-use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, KIND_FLAG_BATCH_END, SEGMENT_HEADER_BYTES};
+use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES};
 use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
 use crate::rollup::{self, Rollups};
@@ -883,11 +883,8 @@ impl Engine {
             seq += 1;
         }
         if let Some(at) = last_event_frame {
-            buf[at + 2] |= KIND_FLAG_BATCH_END;
-            let h = format::FrameHeader::read(&buf[at..]);
-            let end = at + h.frame_bytes();
-            let crc = format::frame_crc(header.salt, &buf[at..at + 7], &buf[at + format::FRAME_HEADER_BYTES..end]);
-            buf[at + 7..at + 11].copy_from_slice(&crc.to_le_bytes());
+            let end = at + format::FrameHeader::read(&buf[at..]).frame_bytes();
+            format::set_batch_end(&mut buf[at..end], header.salt);
         }
     }
 

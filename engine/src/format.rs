@@ -3,12 +3,12 @@
 //! bottom pin them.
 //!
 //! Invariants:
-//! - Every frame is `payload_len u16 | kind u8 | seq_delta u32 | crc u32 | payload`, little endian.
+//! - Every frame is `crc u32 | payload_len u16 | kind u8 | seq_delta u32 | payload`, little endian.
 //!   The kind byte says which optional parts an event payload carries, so a typical event pays
 //!   nothing for fields it does not have.
-//!   The CRC (crc32 seeded with the segment's random salt) covers the first seven header bytes and
-//!   the payload, so a flipped length, kind or sequence number fails the check, and bytes left from
-//!   another file (another salt) never validate.
+//!   The CRC (crc32 seeded with the segment's random salt) covers everything after it, header
+//!   fields and payload in one run, so a flipped length, kind or sequence number fails the check,
+//!   and bytes left from another file (another salt) never validate.
 //! - An all-zero frame header marks the end of the written part of a preallocated segment.
 //! - `payload_len <= FRAME_PAYLOAD_BYTES_MAX`; a reader never trusts a length beyond that.
 //! - Payloads are bincode 2 (`standard()`: varint, little endian) of the structs below and nothing
@@ -42,7 +42,17 @@ pub const KIND_RESERVED: u8 = 0x60;
 /// the newest segment was never acknowledged and is cut at recovery.
 pub const KIND_FLAG_BATCH_END: u8 = 0x80;
 
-const _: () = assert!(FRAME_HEADER_BYTES == 2 + 1 + 4 + 4);
+/// Offsets within a frame header.
+pub const FRAME_CRC_AT: usize = 0;
+pub const FRAME_LEN_AT: usize = 4;
+pub const FRAME_KIND_AT: usize = 6;
+pub const FRAME_SEQ_AT: usize = 7;
+/// The CRC covers the frame from here to the end of its payload.
+pub const FRAME_CRC_FROM: usize = FRAME_LEN_AT;
+
+const _: () = assert!(FRAME_HEADER_BYTES == 4 + 2 + 1 + 4);
+const _: () = assert!(FRAME_CRC_AT + 4 == FRAME_LEN_AT && FRAME_LEN_AT + 2 == FRAME_KIND_AT);
+const _: () = assert!(FRAME_KIND_AT + 1 == FRAME_SEQ_AT && FRAME_SEQ_AT + 4 == FRAME_HEADER_BYTES);
 const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(8) && SEGMENT_HEADER_BYTES >= 36);
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX <= u16::MAX as usize);
 const _: () = assert!(KIND_TYPE_MASK & KIND_EVENT_FLAGS == 0 && KIND_TYPE_MASK & KIND_RESERVED == 0);
@@ -157,10 +167,10 @@ impl FrameHeader {
     #[inline]
     pub fn read(b: &[u8]) -> FrameHeader {
         FrameHeader {
-            payload_len: u16::from_le_bytes([b[0], b[1]]),
-            kind: b[2],
-            seq_delta: u32::from_le_bytes([b[3], b[4], b[5], b[6]]),
-            crc: u32::from_le_bytes([b[7], b[8], b[9], b[10]]),
+            crc: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            payload_len: u16::from_le_bytes([b[4], b[5]]),
+            kind: b[6],
+            seq_delta: u32::from_le_bytes([b[7], b[8], b[9], b[10]]),
         }
     }
 
@@ -188,11 +198,11 @@ impl std::fmt::Display for FrameFault {
     }
 }
 
+/// The CRC of a frame: over `frame[FRAME_CRC_FROM..]`, the header fields and the payload.
 #[inline]
-pub fn frame_crc(salt: u32, header7: &[u8], payload: &[u8]) -> u32 {
+pub fn frame_crc(salt: u32, frame: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new_with_initial(salt);
-    h.update(&header7[..7]);
-    h.update(payload);
+    h.update(&frame[FRAME_CRC_FROM..]);
     h.finalize()
 }
 
@@ -210,23 +220,31 @@ pub fn check_frame(salt: u32, b: &[u8]) -> Result<(FrameHeader, &[u8]), FrameFau
     if b.len() < end {
         return Err(FrameFault::Truncated);
     }
-    let payload = &b[FRAME_HEADER_BYTES..end];
-    if frame_crc(salt, &b[..7], payload) != h.crc {
+    if frame_crc(salt, &b[..end]) != h.crc {
         return Err(FrameFault::ChecksumMismatch);
     }
-    Ok((h, payload))
+    Ok((h, &b[FRAME_HEADER_BYTES..end]))
 }
 
 /// Appends one frame to `out`. The payload must already be bounded by the caller.
 pub fn write_frame(out: &mut Vec<u8>, salt: u32, kind: u8, seq_delta: u32, payload: &[u8]) {
     assert!(payload.len() <= FRAME_PAYLOAD_BYTES_MAX, "frame payload over the bound");
     let start = out.len();
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
     out.push(kind);
     out.extend_from_slice(&seq_delta.to_le_bytes());
-    let crc = frame_crc(salt, &out[start..start + 7], payload);
-    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(payload);
+    let crc = frame_crc(salt, &out[start..]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Marks the frame at the start of `frame` (header and payload, nothing after) as the last of its
+/// batch and updates its CRC.
+pub fn set_batch_end(frame: &mut [u8], salt: u32) {
+    frame[FRAME_KIND_AT] |= KIND_FLAG_BATCH_END;
+    let crc = frame_crc(salt, frame);
+    frame[FRAME_CRC_AT..FRAME_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Attributes of an event that repeat across many events, stored once per segment in a dict
@@ -448,7 +466,7 @@ mod tests {
         assert_eq!(hex(&payload), "fbb80b03fb0401fbb00400fb2c0100fb5203");
         let mut frame = Vec::new();
         write_frame(&mut frame, 0x01020304, KIND_EVENT | flags | KIND_FLAG_BATCH_END, 9, &payload);
-        assert_eq!(hex(&frame[..FRAME_HEADER_BYTES]), "120081090000008da59175");
+        assert_eq!(hex(&frame[..FRAME_HEADER_BYTES]), "8da5917512008109000000");
         let (h, p) = check_frame(0x01020304, &frame).unwrap();
         assert_eq!(h.seq_delta, 9);
         assert!(h.is_batch_end());

@@ -701,7 +701,7 @@ fn last_non_zero(b: &[u8], from: usize) -> usize {
 fn resync(data: &[u8], from: usize, salt: u32, plausible: &dyn Fn(&FrameHeader) -> bool) -> Option<usize> {
     let mut p = from;
     while p + FRAME_HEADER_BYTES <= data.len() {
-        if format::kind_is_valid(data[p + 2]) {
+        if format::kind_is_valid(data[p + format::FRAME_KIND_AT]) {
             let h = FrameHeader::read(&data[p..]);
             if p + h.frame_bytes() <= data.len() && plausible(&h) && format::check_frame(salt, &data[p..]).is_ok() {
                 return Some(p);

@@ -171,9 +171,9 @@ fn bit_flips_in_a_middle_record_are_reported_and_skipped() {
     // The 50th event frame.
     let (victim, vh) = frames.iter().filter(|(_, h)| h.kind_type() == 1).nth(49).copied().unwrap();
     let targets = [
-        ("length", victim, 0x80u8),
-        ("length high byte", victim + 1, 0xff),
-        ("crc", victim + 8, 0x01),
+        ("length", victim + 4, 0x80u8),
+        ("length high byte", victim + 5, 0xff),
+        ("crc", victim + 1, 0x01),
         ("payload", victim + FRAME_HEADER_BYTES + vh.payload_len as usize / 2, 0x10),
     ];
     for (what, at, mask) in targets {
