@@ -139,7 +139,7 @@ pub fn dataset(n: u64) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     let mut o = EngineOptions::new(&dir);
     o.durability = Durability::Never;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    o.retention = Retention::none();
     o.segment_age_max_ms = 365 * 86_400_000;
     let (engine, _) = Engine::open(o).expect("open bench dataset");
     let mut w = Workload::new(42, n);
@@ -157,7 +157,7 @@ pub fn dataset(n: u64) -> std::path::PathBuf {
 /// The options the benches open a dataset with.
 pub fn bench_options(dir: &std::path::Path) -> tokenboard_engine::EngineOptions {
     let mut o = tokenboard_engine::EngineOptions::new(dir);
-    o.retention = tokenboard_engine::Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    o.retention = tokenboard_engine::Retention::none();
     o.segment_age_max_ms = 365 * 86_400_000;
     o
 }

@@ -88,6 +88,13 @@ pub struct Retention {
     pub max_events: Option<u64>,
 }
 
+impl Retention {
+    /// Keep everything.
+    pub fn none() -> Retention {
+        Retention { max_age_ms: None, max_bytes: None, max_events: None }
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Retention { max_age_ms: Some(30 * MS_PER_DAY), max_bytes: None, max_events: None }

@@ -28,7 +28,7 @@ fn child_options(dir: &std::path::Path, round: u64) -> EngineOptions {
     // survives it; only a power loss would not).
     o.durability = if round.is_multiple_of(2) { Durability::Always } else { Durability::Interval { every_ms: 200 } };
     o.segment_bytes_max = 256 * 1024; // rolls happen often, so kills land mid-roll too
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    o.retention = Retention::none();
     o
 }
 

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use tokenboard_engine::format::SEGMENT_HEADER_BYTES;
-use tokenboard_engine::{Engine, Retention, StoredEvent};
+use tokenboard_engine::{Engine, StoredEvent};
 
 #[derive(Clone, Debug)]
 enum Damage {
@@ -32,9 +32,7 @@ proptest! {
     fn recovery_survives_random_damage(damages in prop::collection::vec(arb_damage(), 1..6), seed in any::<u64>()) {
         let src = tempfile::tempdir().unwrap();
         let clock = TestClock::new(T0);
-        let mut o = options(src.path(), &clock);
-        o.segment_bytes_max = 64 * 1024;
-        o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+        let o = keep_all(src.path(), &clock, 64 * 1024);
         let sent = events(seed, 2500, T0, 1000);
         let original: Vec<StoredEvent> = {
             let (e, _) = Engine::open(o.clone()).unwrap();
@@ -82,7 +80,7 @@ proptest! {
             }
             std::fs::write(&path, &bytes).unwrap();
         }
-        let (e, report) = Engine::open(o_for(dir.path(), &clock)).unwrap();
+        let (e, report) = Engine::open(keep_all(dir.path(), &clock, 64 * 1024)).unwrap();
         let recovered = all_events(&e);
         // Never an invented or altered event: everything recovered is an original, in order.
         let by_seq: std::collections::HashMap<u64, &StoredEvent> = original.iter().map(|ev| (ev.seq, ev)).collect();
@@ -116,11 +114,4 @@ proptest! {
         // And the engine still takes appends.
         e.append(&events(1, 3, T0, 1)).unwrap();
     }
-}
-
-fn o_for(dir: &std::path::Path, clock: &TestClock) -> tokenboard_engine::EngineOptions {
-    let mut o = options(dir, clock);
-    o.segment_bytes_max = 64 * 1024;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
-    o
 }

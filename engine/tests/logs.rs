@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokenboard_engine::{Dim, Engine, LogFilter, Retention, StatusFilter, StoredEvent};
+use tokenboard_engine::{Dim, Engine, LogFilter, StatusFilter, StoredEvent};
 
 fn page_all(engine: &Engine, filter: &LogFilter, page: usize) -> Vec<u64> {
     let mut out = Vec::new();
@@ -27,9 +27,7 @@ fn page_all(engine: &Engine, filter: &LogFilter, page: usize) -> Vec<u64> {
 fn every_filter_matches_a_naive_scan() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0 + 30 * 86_400_000);
-    let mut o = options(dir.path(), &clock);
-    o.segment_bytes_max = 128 * 1024;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    let o = keep_all(dir.path(), &clock, 128 * 1024);
     let (engine, _) = Engine::open(o).unwrap();
     let mut rng = SmallRng::seed_from_u64(5);
     // Timestamps mostly increasing with some late arrivals.
@@ -122,9 +120,7 @@ fn subscribers_see_new_events_and_slow_ones_are_dropped() {
 fn filters_span_folded_bitmaps_and_the_buffered_tail() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0 + 30 * 86_400_000);
-    let mut o = options(dir.path(), &clock);
-    o.segment_bytes_max = 64 << 20;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    let o = keep_all(dir.path(), &clock, 64 << 20);
     let (engine, _) = Engine::open(o.clone()).unwrap();
     let sent = events(77, 150_000, T0, 1000);
     for c in sent.chunks(5000) {

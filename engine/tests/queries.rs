@@ -4,15 +4,13 @@
 mod common;
 
 use common::*;
-use tokenboard_engine::{Dim, Engine, Granularity, Group, Retention, TimeRange, TopBy};
+use tokenboard_engine::{Dim, Engine, Granularity, Group, TimeRange, TopBy};
 
 #[test]
 fn engine_queries_match_naive_folds() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0 + 30 * 86_400_000);
-    let mut o = options(dir.path(), &clock);
-    o.segment_bytes_max = 256 * 1024;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    let o = keep_all(dir.path(), &clock, 256 * 1024);
     let (engine, _) = Engine::open(o).unwrap();
     let sent = events(31, 30_000, T0, 37_000); // about 13 days
     for c in sent.chunks(1000) {

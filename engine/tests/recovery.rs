@@ -254,10 +254,16 @@ fn zero_filled_preallocated_tail_is_a_clean_end() {
 }
 
 fn small_segments(dir: &std::path::Path, clock: &TestClock) -> tokenboard_engine::EngineOptions {
-    let mut o = options(dir, clock);
-    o.segment_bytes_max = 64 * 1024;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
-    o
+    keep_all(dir, clock, 64 * 1024)
+}
+
+/// Appends `sent` in batches of 100 to a log of small segments and closes it.
+fn write_closed_log(dir: &std::path::Path, clock: &TestClock, sent: &[NewEvent]) {
+    let (e, _) = Engine::open(small_segments(dir, clock)).unwrap();
+    for c in sent.chunks(100) {
+        e.append(c).unwrap();
+    }
+    e.close().unwrap();
 }
 
 /// Case 5: a missing segment is reported as a gap; the rest is served.
@@ -266,13 +272,7 @@ fn missing_segment_is_reported_as_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0);
     let sent = events(7, 6000, T0, 100);
-    {
-        let (e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
-        for c in sent.chunks(100) {
-            e.append(c).unwrap();
-        }
-        e.close().unwrap();
-    }
+    write_closed_log(dir.path(), &clock, &sent);
     let segs = segment_files(dir.path());
     assert!(segs.len() >= 4, "expected several segments, got {}", segs.len());
     let victim = &segs[1];
@@ -419,13 +419,7 @@ fn crash_mid_roll_and_mid_retention() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(T0);
     let sent = events(15, 6000, T0, 100);
-    {
-        let (e, _) = Engine::open(small_segments(dir.path(), &clock)).unwrap();
-        for c in sent.chunks(100) {
-            e.append(c).unwrap();
-        }
-        e.close().unwrap();
-    }
+    write_closed_log(dir.path(), &clock, &sent);
     let segs = segment_files(dir.path());
     assert!(segs.len() >= 3);
     // Mid-retention: the first segment was folded into the rollups but not yet deleted.
@@ -691,7 +685,7 @@ fn event_ids_are_remembered_for_the_window_then_forgotten() {
     let mut o = options(dir.path(), &clock);
     o.segment_age_max_ms = 3_600_000;
     o.dedup_window_ms = 86_400_000;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    o.retention = Retention::none();
     let (e, _) = Engine::open(o.clone()).unwrap();
     let mut ev = events(50, 1, T0, 1);
     ev[0].event_id = Some("once".into());
@@ -743,9 +737,7 @@ fn disk_full_on_a_real_tmpfs() {
     std::fs::write(&filler, vec![1u8; 512 * 1024]).unwrap();
 
     let clock = TestClock::new(T0);
-    let mut o = options(&dir, &clock);
-    o.segment_bytes_max = 256 * 1024;
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
+    let o = keep_all(&dir, &clock, 256 * 1024);
     let (e, _) = Engine::open(o.clone()).unwrap();
     let sent = events(60, 200_000, T0, 10);
     let mut acked = 0;

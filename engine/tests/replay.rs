@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use tokenboard_engine::{Dim, Engine, EngineOptions, Group, LogFilter, NewEvent, Quality, Retention, TimeRange, Tokens};
+use tokenboard_engine::{Dim, Engine, EngineOptions, Group, LogFilter, NewEvent, Quality, TimeRange, Tokens};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -62,10 +62,7 @@ fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
 }
 
 fn opts(dir: &std::path::Path, clock: &TestClock) -> EngineOptions {
-    let mut o = options(dir, clock);
-    o.segment_bytes_max = 64 * 1024; // several rolls per case
-    o.retention = Retention { max_age_ms: None, max_bytes: None, max_events: None };
-    o
+    keep_all(dir, clock, 64 * 1024) // several rolls per case
 }
 
 /// Opens a copy of the directory and checks that its rebuilt state equals the live engine's.

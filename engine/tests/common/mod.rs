@@ -38,6 +38,14 @@ pub fn options(dir: &Path, clock: &TestClock) -> EngineOptions {
     o
 }
 
+/// Test options with segments of `segment_bytes` and no retention limits.
+pub fn keep_all(dir: &Path, clock: &TestClock, segment_bytes: u64) -> EngineOptions {
+    let mut o = options(dir, clock);
+    o.segment_bytes_max = segment_bytes;
+    o.retention = tokenboard_engine::Retention::none();
+    o
+}
+
 pub fn event(rng: &mut SmallRng, ts_ms: i64) -> NewEvent {
     let models = ["gpt-5", "claude-sonnet-4", "gemini-2.5-pro", "qwen3", "deepseek-v3"];
     let mut e = NewEvent {
