@@ -1024,25 +1024,41 @@ impl Engine {
         // A snapshot: the sealed segments as they are and a read-only copy of the live segment's
         // committed part. No lock is held while events are visited, so a long export never
         // stalls appends or retention.
-        let (sealed, live) = {
-            let st = self.read();
-            (st.sealed.clone(), st.live.reader_copy())
-        };
+        let snapshot = self.snapshot();
         let mut n = 0;
-        for seg in sealed.iter().map(|s| &**s).chain(std::iter::once(&live)) {
-            let mut go = true;
-            seg.for_each(&mut |ev| {
-                if filter.matches(&ev) {
-                    n += 1;
-                    go = f(&ev);
-                }
-                go
+        for seg in snapshot.segments() {
+            let go = index::scan_segment_filtered(seg, filter, &mut |ev| {
+                n += 1;
+                f(ev)
             });
             if !go {
                 break;
             }
         }
         n
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let st = self.read();
+        Snapshot { sealed: st.sealed.clone(), live: st.live.reader_copy() }
+    }
+
+    /// Materialises private views of the events that match `filter` within `range`, over a
+    /// snapshot of the log, to answer filtered summaries, breakdowns and trends with the same
+    /// exact logic as the engine's own views. Costs one indexed scan of the matching events.
+    pub fn slice(&self, filter: &LogFilter, range: TimeRange) -> Slice {
+        let mut filter = filter.clone();
+        filter.from_ms = Some(filter.from_ms.map_or(range.from_ms, |f| f.max(range.from_ms)));
+        filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |t| t.min(range.to_ms)));
+        let snapshot = self.snapshot();
+        let mut views = Views::new();
+        for seg in snapshot.segments() {
+            index::scan_segment_filtered(seg, &filter, &mut |ev| {
+                views.apply(ev, crate::views::Sign::Add);
+                true
+            });
+        }
+        Slice { views, snapshot, filter }
     }
 
     pub fn status(&self) -> EngineStatus {
@@ -1179,6 +1195,63 @@ fn collect_ids(seg: &Segment) -> Vec<u128> {
         true
     });
     ids
+}
+
+/// The segments of the log at one instant; the live one as a read-only copy.
+struct Snapshot {
+    sealed: Vec<Arc<Segment>>,
+    live: Segment,
+}
+
+impl Snapshot {
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.sealed.iter().map(|s| &**s).chain(std::iter::once(&self.live))
+    }
+}
+
+/// Views of the events matching a filter; see [`Engine::slice`].
+pub struct Slice {
+    views: Views,
+    snapshot: Snapshot,
+    filter: LogFilter,
+}
+
+struct SliceScan<'a> {
+    snapshot: &'a Snapshot,
+    filter: &'a LogFilter,
+}
+
+impl EdgeScan for SliceScan<'_> {
+    fn scan(&mut self, range: TimeRange, f: &mut dyn FnMut(&StoredEvent)) {
+        let mut filter = self.filter.clone();
+        filter.from_ms = Some(filter.from_ms.map_or(range.from_ms, |v| v.max(range.from_ms)));
+        filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |v| v.min(range.to_ms)));
+        for seg in self.snapshot.segments() {
+            index::scan_segment_filtered(seg, &filter, &mut |ev| {
+                f(ev);
+                true
+            });
+        }
+    }
+}
+
+impl Slice {
+    pub fn summary(&self, range: TimeRange) -> Summary {
+        self.views.summary(range, &mut SliceScan { snapshot: &self.snapshot, filter: &self.filter })
+    }
+
+    pub fn top(&self, group: Group, range: TimeRange, limit: usize, by: TopBy) -> (Vec<(u32, crate::views::Agg)>, crate::views::Agg) {
+        self.views.top_n(group, range, limit, by == TopBy::Tokens, &mut SliceScan { snapshot: &self.snapshot, filter: &self.filter })
+    }
+
+    pub fn trend(&self, range: TimeRange, granularity: Granularity, tz: chrono_tz::Tz) -> Result<Vec<TrendBucket>> {
+        Ok(self.views.trend(range, granularity, tz, &mut SliceScan { snapshot: &self.snapshot, filter: &self.filter })?)
+    }
+
+    /// Events in the slice.
+    pub fn event_count(&self) -> u64 {
+        self.views.event_count()
+    }
 }
 
 struct SegmentScan<'a> {

@@ -447,3 +447,44 @@ pub fn scan_segment_range(seg: &Segment, from_ms: i64, to_ms: i64, f: &mut dyn F
         }
     }
 }
+
+/// Calls `f`, oldest first, for each event of `seg` that matches `filter`, reading only the
+/// blocks the time bounds, the key blocks and the bitmaps allow. Stops when `f` returns false
+/// and returns false then.
+pub fn scan_segment_filtered(seg: &Segment, filter: &LogFilter, f: &mut dyn FnMut(&StoredEvent) -> bool) -> bool {
+    if seg.n_events == 0 || !filter.overlaps(seg.min_ts, seg.max_ts) {
+        return true;
+    }
+    let key_blocks: Option<RoaringBitmap> = filter.key.map(|k| {
+        let mut blocks = seg.index.key_blocks.get(&k).cloned().unwrap_or_default();
+        blocks.extend(seg.index.tail_key_blocks(k));
+        blocks
+    });
+    if key_blocks.as_ref().is_some_and(|b| b.is_empty()) {
+        return true;
+    }
+    let cand = candidates(seg, filter);
+    if cand.as_ref().is_some_and(|c| c.is_empty()) {
+        return true;
+    }
+    let mut visit = |ev: StoredEvent| !filter.matches(&ev) || f(&ev);
+    for (b, block) in seg.blocks.iter().enumerate() {
+        if !filter.overlaps(block.min_ts, block.max_ts) || key_blocks.as_ref().is_some_and(|kb| !kb.contains(b as u32)) {
+            continue;
+        }
+        let go = match &cand {
+            Some(c) => {
+                let lo = b as u32 * BLOCK_EVENTS;
+                if c.range(lo..lo + BLOCK_EVENTS).next().is_none() {
+                    continue;
+                }
+                seg.visit_block(b, &|d| c.contains(d), &mut visit)
+            }
+            None => seg.for_each_in_block(b, &mut visit),
+        };
+        if !go {
+            return false;
+        }
+    }
+    true
+}

@@ -16,6 +16,7 @@ pub mod views;
 
 pub use engine::{
     AppendOutcome, Clock, Durability, Engine, EngineOptions, EngineStatus, HeapBreakdown, IoFaults, LogPage, RecoveryIssue,
+    Slice,
     RecoveryIssueKind, RecoveryReport, Retention, RetentionReport, TopBy, system_clock_ms,
 };
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use tokenboard_engine::{Dim, Engine, Granularity, Group, TimeRange, TopBy};
+use tokenboard_engine::{Dim, Engine, Granularity, Group, LogFilter, StatusFilter, TimeRange, TopBy};
 
 #[test]
 fn engine_queries_match_naive_folds() {
@@ -84,4 +84,47 @@ fn odd_ranges_answer_without_panicking() {
     }
     let month = engine.trend(TimeRange { from_ms: T0, to_ms: T0 + 31 * 86_400_000 }, Granularity::Month, chrono_tz::Tz::UTC).unwrap();
     assert_eq!(month.iter().map(|b| b.agg.calls).sum::<u64>(), 100);
+}
+
+#[test]
+fn slices_answer_filtered_queries_like_naive_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0 + 30 * 86_400_000);
+    let (engine, _) = Engine::open(keep_all(dir.path(), &clock, 256 * 1024)).unwrap();
+    let sent = events(7, 20_000, T0, 41_000);
+    for c in sent.chunks(700) {
+        engine.append(c).unwrap();
+    }
+    let all = all_events(&engine);
+    let model = all[17].dim(Dim::Model);
+    let key = all[99].dim(Dim::Key);
+    let filters = [
+        LogFilter { model: Some(model), ..LogFilter::default() },
+        LogFilter { key: Some(key), ..LogFilter::default() },
+        LogFilter { model: Some(model), status: Some(StatusFilter::Errors), ..LogFilter::default() },
+    ];
+    let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
+    let range = TimeRange { from_ms: T0 + 3_600_000 + 7, to_ms: T0 + 6 * 86_400_000 + 1_234 };
+    for filter in filters {
+        let inside: Vec<_> = all.iter().filter(|e| range.contains(e.ts_ms) && filter.matches(e)).collect();
+        assert!(!inside.is_empty());
+        let slice = engine.slice(&filter, range);
+        assert_eq!(slice.event_count() as usize, inside.len());
+        let s = slice.summary(range);
+        assert_eq!(s.agg.calls as usize, inside.len());
+        assert_eq!(s.agg.total_tokens(), inside.iter().map(|e| e.tokens.total()).sum::<u64>());
+        let (top, other) = slice.top(Group::Provider, range, 2, TopBy::Calls);
+        assert_eq!(other.calls + top.iter().map(|(_, a)| a.calls).sum::<u64>(), inside.len() as u64);
+        let trend = slice.trend(range, Granularity::Day, tz).unwrap();
+        for b in &trend {
+            let n = inside.iter().filter(|e| e.ts_ms >= b.start_ms && e.ts_ms < b.end_ms).count();
+            assert_eq!(b.agg.calls as usize, n);
+        }
+        let mut scanned = 0;
+        let visited = engine.scan(&LogFilter { from_ms: Some(range.from_ms), to_ms: Some(range.to_ms), ..filter.clone() }, &mut |_| {
+            scanned += 1;
+            true
+        });
+        assert_eq!((visited, scanned), (inside.len() as u64, inside.len()));
+    }
 }
