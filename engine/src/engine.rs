@@ -1026,8 +1026,8 @@ impl Engine {
         // stalls appends or retention.
         let snapshot = self.snapshot();
         let mut n = 0;
-        for seg in snapshot.segments() {
-            let go = index::scan_segment_filtered(seg, filter, &mut |ev| {
+        for (seg, indexed) in snapshot.segments() {
+            let go = index::scan_segment_filtered(seg, filter, indexed, &mut |ev| {
                 n += 1;
                 f(ev)
             });
@@ -1052,8 +1052,8 @@ impl Engine {
         filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |t| t.min(range.to_ms)));
         let snapshot = self.snapshot();
         let mut views = Views::new();
-        for seg in snapshot.segments() {
-            index::scan_segment_filtered(seg, &filter, &mut |ev| {
+        for (seg, indexed) in snapshot.segments() {
+            index::scan_segment_filtered(seg, &filter, indexed, &mut |ev| {
                 views.apply(ev, crate::views::Sign::Add);
                 true
             });
@@ -1204,8 +1204,9 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn segments(&self) -> impl Iterator<Item = &Segment> {
-        self.sealed.iter().map(|s| &**s).chain(std::iter::once(&self.live))
+    /// Each segment, and whether it carries its bitmaps (the live copy does not).
+    fn segments(&self) -> impl Iterator<Item = (&Segment, bool)> {
+        self.sealed.iter().map(|s| (&**s, true)).chain(std::iter::once((&self.live, false)))
     }
 }
 
@@ -1226,8 +1227,8 @@ impl EdgeScan for SliceScan<'_> {
         let mut filter = self.filter.clone();
         filter.from_ms = Some(filter.from_ms.map_or(range.from_ms, |v| v.max(range.from_ms)));
         filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |v| v.min(range.to_ms)));
-        for seg in self.snapshot.segments() {
-            index::scan_segment_filtered(seg, &filter, &mut |ev| {
+        for (seg, indexed) in self.snapshot.segments() {
+            index::scan_segment_filtered(seg, &filter, indexed, &mut |ev| {
                 f(ev);
                 true
             });

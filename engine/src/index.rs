@@ -449,10 +449,19 @@ pub fn scan_segment_range(seg: &Segment, from_ms: i64, to_ms: i64, f: &mut dyn F
 }
 
 /// Calls `f`, oldest first, for each event of `seg` that matches `filter`, reading only the
-/// blocks the time bounds, the key blocks and the bitmaps allow. Stops when `f` returns false
-/// and returns false then.
-pub fn scan_segment_filtered(seg: &Segment, filter: &LogFilter, f: &mut dyn FnMut(&StoredEvent) -> bool) -> bool {
+/// blocks the time bounds, the key blocks and (when `indexed`) the bitmaps allow. A reader copy
+/// of a segment has no bitmaps: pass `indexed = false` for it. Stops when `f` returns false and
+/// returns false then.
+pub fn scan_segment_filtered(seg: &Segment, filter: &LogFilter, indexed: bool, f: &mut dyn FnMut(&StoredEvent) -> bool) -> bool {
     if seg.n_events == 0 || !filter.overlaps(seg.min_ts, seg.max_ts) {
+        return true;
+    }
+    if !indexed {
+        for (b, block) in seg.blocks.iter().enumerate() {
+            if filter.overlaps(block.min_ts, block.max_ts) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(&ev)) {
+                return false;
+            }
+        }
         return true;
     }
     let key_blocks: Option<RoaringBitmap> = filter.key.map(|k| {

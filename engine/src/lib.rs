@@ -12,6 +12,7 @@ pub mod index;
 pub mod interner;
 pub mod rollup;
 pub mod segment;
+pub mod verify;
 pub mod views;
 
 pub use engine::{
@@ -25,3 +26,4 @@ pub use index::{LogFilter, StatusFilter};
 pub use interner::Interner;
 pub use segment::ScanIssue;
 pub use views::{Agg, Granularity, Group, Histogram, Summary, TimeRange, TrendBucket, Views};
+pub use verify::{SegmentCheck, VerifyReport, verify};

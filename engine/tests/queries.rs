@@ -128,3 +128,23 @@ fn slices_answer_filtered_queries_like_naive_folds() {
         assert_eq!((visited, scanned), (inside.len() as u64, inside.len()));
     }
 }
+
+#[test]
+fn indexed_scans_find_events_after_reopen_of_a_small_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0 + 30 * 86_400_000);
+    let sent = events(9, 12, T0, 1000);
+    {
+        let (engine, _) = Engine::open(keep_all(dir.path(), &clock, 256 * 1024)).unwrap();
+        engine.append(&sent).unwrap();
+        engine.close().unwrap();
+    }
+    let (engine, _) = Engine::open(keep_all(dir.path(), &clock, 256 * 1024)).unwrap();
+    let all = all_events(&engine);
+    let model = all[3].dim(Dim::Model);
+    let filter = LogFilter { model: Some(model), ..LogFilter::default() };
+    let expect = all.iter().filter(|e| filter.matches(e)).count();
+    let got = engine.scan(&filter, &mut |_| true);
+    assert_eq!(got as usize, expect);
+    assert_eq!(engine.logs(&filter, None, 100).events.len(), expect);
+}

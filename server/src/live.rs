@@ -1,0 +1,138 @@
+//! `GET /api/console/stream`: Server-Sent Events for the live console.
+//!
+//! One thread subscribes to the engine and republishes its batches on a bounded broadcast
+//! channel. Each client task takes them, keeps the newest rows that match its filters, and every
+//! `TICK` sends one `logs` event (at most `ROWS_PER_TICK` rows, with the count it left out) and
+//! one `totals` event. A client that falls behind the channel is dropped, never ingest.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokenboard_engine::{Engine, StoredEvent, TimeRange};
+use tokio::sync::broadcast;
+
+use crate::console::{Params, log_row, parse_read};
+use crate::http::{ApiError, Shared};
+
+const TICK: Duration = Duration::from_millis(500);
+const ROWS_PER_TICK: usize = 50;
+/// Batches the channel holds for a slow client before it is dropped.
+const CHANNEL_BATCHES: usize = 4096;
+
+#[derive(Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<[StoredEvent]>>,
+}
+
+impl Hub {
+    /// Starts the thread that forwards the engine's batches; it ends when the engine closes.
+    pub fn start(engine: &Engine) -> Hub {
+        let (tx, _) = broadcast::channel(CHANNEL_BATCHES);
+        let rx = engine.subscribe();
+        let tx2 = tx.clone();
+        std::thread::Builder::new()
+            .name("tokenboard-live".into())
+            .spawn(move || {
+                while let Ok(batch) = rx.recv() {
+                    let _ = tx2.send(batch);
+                }
+            })
+            .expect("spawn the live-stream thread");
+        Hub { tx }
+    }
+}
+
+struct ClientGuard(Shared);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.metrics.stream_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result<Response, ApiError> {
+    let rq = parse_read(&st, &q)?;
+    let mut rx = st.live.tx.subscribe();
+    st.metrics.stream_clients.fetch_add(1, Ordering::Relaxed);
+    let guard = ClientGuard(st.clone());
+    let events = async_stream(move |yield_event| async move {
+        let _guard = guard;
+        let mut pending: std::collections::VecDeque<StoredEvent> = std::collections::VecDeque::new();
+        let mut skipped = 0u64;
+        let mut tick = tokio::time::interval(TICK);
+        let mut last_seq = 0;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Ok(batch) => {
+                        if rq.nothing {
+                            continue;
+                        }
+                        for ev in batch.iter().filter(|e| rq.filter.matches(e)) {
+                            pending.push_back(ev.clone());
+                            if pending.len() > ROWS_PER_TICK {
+                                pending.pop_front();
+                                skipped += 1;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        st.metrics.stream_dropped.fetch_add(1, Ordering::Relaxed);
+                        let _ = yield_event(Event::default().event("dropped").data("{\"reason\":\"the client fell behind; reconnect\"}")).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    let seq = st.engine.last_seq();
+                    if pending.is_empty() && seq == last_seq {
+                        continue;
+                    }
+                    last_seq = seq;
+                    if !pending.is_empty() {
+                        let rows: Vec<_> = st.engine.with_interner(|i| pending.iter().rev().map(|e| log_row(e, i, &st.keys, rq.tz)).collect());
+                        let doc = json!({ "rows": rows, "skipped": skipped });
+                        pending.clear();
+                        skipped = 0;
+                        if !yield_event(Event::default().event("logs").data(doc.to_string())).await {
+                            return;
+                        }
+                    }
+                    let s = st.engine.summary(TimeRange::new(i64::MIN / 4, i64::MAX / 4));
+                    let doc = json!({
+                        "api_call_count": s.agg.calls,
+                        "total_tokens": s.agg.total_tokens(),
+                        "error_count": s.agg.errors,
+                        "last_seq": seq,
+                    });
+                    if !yield_event(Event::default().event("totals").data(doc.to_string())).await {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// A stream fed by a task through a small channel: `yield_event` returns false once the client
+/// has gone.
+fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(Box<dyn Fn(Event) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(8);
+    let send = Box::new(move |ev: Event| {
+        let tx = tx.clone();
+        Box::pin(async move { tx.send(ev).await.is_ok() }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+    });
+    tokio::spawn(f(send));
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ev| (Ok(ev), rx)) })
+}
