@@ -57,7 +57,7 @@ impl Drop for ClientGuard {
 }
 
 pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result<Response, ApiError> {
-    let rq = parse_read(&st, &q)?;
+    let mut rq = parse_read(&st, &q)?;
     let mut rx = st.live.tx.subscribe();
     st.metrics.stream_clients.fetch_add(1, Ordering::Relaxed);
     let guard = ClientGuard(st.clone());
@@ -72,7 +72,11 @@ pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result
                 msg = rx.recv() => match msg {
                     Ok(batch) => {
                         if rq.nothing {
-                            continue;
+                            // A filter named a value not seen yet; the batch may have brought it.
+                            match parse_read(&st, &q) {
+                                Ok(r) if !r.nothing => rq = r,
+                                _ => continue,
+                            }
                         }
                         for ev in batch.iter().filter(|e| rq.filter.matches(e)) {
                             pending.push_back(ev.clone());
