@@ -1115,7 +1115,12 @@ impl Engine {
             let total_bytes: u64 = st.segments().map(|s| s.bytes_used).sum();
             let total_events: u64 = st.segments().map(|s| s.n_events).sum();
             let r = &opts.retention;
-            let too_old = r.max_age_ms.is_some_and(|age| oldest.sealed_at_ms.is_some_and(|t| t < now - age));
+            // A segment ages out when its newest event is older than the limit (as in Kafka, so
+            // backfilled history goes too), or when it was sealed longer ago than that (so
+            // clamped future timestamps cannot pin it).
+            let too_old = r.max_age_ms.is_some_and(|age| {
+                (oldest.n_events > 0 && oldest.max_ts < now - age) || oldest.sealed_at_ms.is_some_and(|t| t < now - age)
+            });
             let too_big = r.max_bytes.is_some_and(|max| total_bytes > max);
             let too_many = r.max_events.is_some_and(|max| max > 0 && total_events - oldest.n_events >= max);
             if !(too_old || too_big || too_many) {

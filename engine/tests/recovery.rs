@@ -517,6 +517,27 @@ fn retention_by_age_uses_the_time_a_segment_was_sealed() {
     assert_eq!(e.status().events, 0, "an idle log still ages out");
 }
 
+#[test]
+fn retention_by_age_drops_backfilled_history_by_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0 + 100 * 86_400_000);
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention = Retention { max_age_ms: Some(30 * 86_400_000), max_bytes: None, max_events: None };
+    let (e, _) = Engine::open(o).unwrap();
+    // 60-day-old history, just imported, then today's traffic.
+    let old = events(31, 20_000, T0 + 40 * 86_400_000, 100);
+    for c in old.chunks(1000) {
+        e.append(c).unwrap();
+    }
+    let recent = events(32, 500, T0 + 99 * 86_400_000, 1000);
+    e.append(&recent).unwrap();
+    let report = e.enforce_retention().unwrap();
+    assert!(report.segments_deleted > 0);
+    let left = all_events(&e);
+    assert!(left.len() >= recent.len() && left.len() < old.len() + recent.len());
+    assert_eq!(e.summary(tokenboard_engine::TimeRange::ALL).agg.calls as usize, left.len());
+}
+
 /// Case 10: a reader keeps reading a segment that retention deletes under it.
 #[test]
 fn reader_during_retention_keeps_reading() {

@@ -105,8 +105,17 @@ impl Server {
 
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
+            let _ = c.kill();
             c.wait().unwrap();
+        }
+    }
+
+    /// SIGKILL without waiting (from another thread); `kill9` or `start_again` reaps it.
+    pub fn sigkill(&self) {
+        if let Some(c) = &self.child {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGKILL);
+            }
         }
     }
 
@@ -127,7 +136,7 @@ impl Server {
     }
 
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none());
+        self.kill9();
         self.spawn();
     }
 
