@@ -32,6 +32,7 @@ fn free_port() -> u16 {
 impl Server {
     /// Starts a server on `dir` with extra environment variables and an optional YAML config.
     pub fn start(dir: &Path, env: &[(&str, &str)], config_yaml: Option<&str>) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
         let config = config_yaml.map(|y| {
             let p = dir.join("config.yaml");
             std::fs::create_dir_all(dir).unwrap();
