@@ -289,6 +289,12 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_the_defaults() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.example.yaml");
+        assert_eq!(Config::load(Some(&p)).unwrap(), Config::default());
+    }
+
+    #[test]
     fn original_keys_load_and_errors_name_the_key() {
         let c = load_yaml("console:\n  enabled: true\n  port: 9000\n  path: /board\n  max_logs: 10\n  max_keys: 5\n  log_retention_days: 7\n  cleanup_interval: 2\n").unwrap();
         assert_eq!((c.console.port, c.console.path.as_str(), c.console.max_keys), (9000, "/board", 5));
