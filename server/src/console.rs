@@ -174,11 +174,11 @@ impl Source {
 
 /// Runs a read off the async workers; filtered reads take a slot.
 async fn blocking<T: Send + 'static>(st: &Shared, rq: &ReadQuery, f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    let _permit = if rq.filtered && !rq.nothing {
-        Some(st.slice_slots.clone().acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?)
-    } else {
-        None
-    };
+    if !rq.filtered || rq.nothing {
+        // Answered from the views in microseconds: no thread hop.
+        return f();
+    }
+    let _permit = st.slice_slots.clone().acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("read failed: {e}")))?
 }
 
@@ -500,16 +500,14 @@ pub async fn logs(State(st): State<Shared>, Query(q): Query<Params>) -> Result<R
     let st2 = st.clone();
     let tz = rq.tz;
     let nothing = rq.nothing;
-    let (rows, next) = tokio::task::spawn_blocking(move || {
-        if nothing {
-            return (Vec::new(), None);
-        }
+    // A page is at most 1000 rows read through the indexes: answered inline.
+    let (rows, next) = if nothing {
+        (Vec::new(), None)
+    } else {
         let page = st2.engine.logs(&filter, cursor, limit);
         let rows: Vec<LogRow> = st2.engine.with_interner(|i| page.events.iter().map(|e| log_row(e, i, &st2.keys, tz)).collect());
         (rows, page.next_cursor)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("read failed: {e}")))?;
+    };
     Ok(axum::Json(json!({ "code": 0, "data": rows, "next_cursor": next.map(|c| c.to_string()) })).into_response_ok())
 }
 

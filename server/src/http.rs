@@ -30,6 +30,8 @@ pub struct AppState {
     pub fp: Arc<Fingerprinter>,
     pub metrics: Metrics,
     pub ingest_slots: Arc<Semaphore>,
+    /// Parses and appends large batches at low CPU priority.
+    pub ingest_pool: crate::pool::Pool,
     /// Filtered reads materialise private views; at most this many at once.
     pub slice_slots: Arc<Semaphore>,
     pub live: crate::live::Hub,
@@ -301,7 +303,7 @@ async fn ingest_events(State(st): State<Shared>, headers: HeaderMap, body: Body)
     let data = if inline {
         work()?
     } else {
-        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {e}")))??
+        st.ingest_pool.run(work).await.ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ingest task failed"))??
     };
     Ok(ok(data))
 }

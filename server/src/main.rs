@@ -12,6 +12,7 @@ mod live;
 mod log;
 mod metrics;
 mod openapi;
+mod pool;
 mod secrets;
 mod serve;
 mod tools;

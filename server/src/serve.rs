@@ -77,7 +77,10 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("tokenboard").build().map_err(|e| format!("cannot start the runtime: {e}"))?;
     let live = crate::live::Hub::start(&engine);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool_threads = if config.storage.durability == "always" { cores.max(32) } else { cores };
     let state: Shared = Arc::new(AppState {
+        ingest_pool: crate::pool::Pool::new("tokenboard-ingest", pool_threads, config.ingest.max_inflight),
         ingest_slots: Arc::new(Semaphore::new(config.ingest.max_inflight)),
         slice_slots: Arc::new(Semaphore::new(2)),
         config: config.clone(),

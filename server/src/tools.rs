@@ -97,6 +97,7 @@ fn offline_state(dir: &Path, tz: Option<&str>) -> Result<Shared, String> {
     Ok(Arc::new(AppState {
         live: crate::live::Hub::start(&engine),
         ingest_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        ingest_pool: crate::pool::Pool::new("tokenboard-ingest", 1, 1),
         slice_slots: Arc::new(tokio::sync::Semaphore::new(1)),
         config,
         engine,
@@ -558,10 +559,10 @@ pub fn import(a: ImportArgs) -> Result<(), String> {
 pub struct LoadgenArgs {
     /// The server, e.g. http://127.0.0.1:8317.
     #[arg(long = "to", value_name = "URL")]
-    pub to_url: String,
+    pub to_url: Option<String>,
     /// A token with the ingest scope (or TOKENBOARD_TOKEN).
     #[arg(long, env = "TOKENBOARD_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
     /// Events per second in all; 0 sends as fast as the server takes them.
     #[arg(long, default_value_t = 1000)]
     pub rate: u64,
@@ -583,6 +584,12 @@ pub struct LoadgenArgs {
     /// Random seed, for repeatable traffic.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print this many events as NDJSON on stdout instead of sending (for wrk bodies); the
+    /// events carry no event id unless --with-ids.
+    #[arg(long, value_name = "N")]
+    pub dump: Option<u64>,
+    #[arg(long, requires = "dump")]
+    pub with_ids: bool,
 }
 
 /// A small, fast, seedable generator (SplitMix64).
@@ -672,7 +679,25 @@ fn synthetic_event(rng: &mut Rng, n: u64, seed: u64, now: i64, backfill_days: u3
 }
 
 pub fn loadgen(a: LoadgenArgs) -> Result<(), String> {
-    let client = Client::new(&a.to_url, &a.token)?;
+    if let Some(n) = a.dump {
+        let mut rng = Rng(a.seed);
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let now = now_ms();
+        for i in 0..n {
+            let mut line = synthetic_event(&mut rng, i, a.seed, now, a.backfill_days);
+            if !a.with_ids {
+                let v: Value = serde_json::from_str(&line).expect("own JSON");
+                let mut v = v;
+                v.as_object_mut().expect("object").remove("event_id");
+                line = v.to_string();
+            }
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+        }
+        return out.flush().map_err(|e| e.to_string());
+    }
+    let to_url = a.to_url.as_deref().ok_or("--to URL is required (or --dump N)")?;
+    let token = a.token.as_deref().ok_or("--token (or TOKENBOARD_TOKEN) is required")?;
+    let client = Client::new(to_url, token)?;
     let batch = a.batch.clamp(1, 100_000);
     let concurrency = a.concurrency.clamp(1, 1024);
     let limit = a.events.unwrap_or(u64::MAX);
