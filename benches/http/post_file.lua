@@ -7,13 +7,3 @@ wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE") or "application/x-ndjson"
 
-local statuses = {}
-response = function(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-done = function(summary, latency, requests)
-  for s, n in pairs(statuses) do
-    io.write(string.format("status %d: %d\n", s, n))
-  end
-end

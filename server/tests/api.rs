@@ -212,7 +212,7 @@ fn every_route_needs_a_token_with_the_right_scope() {
         tokens.insert(scope, v["data"]["secret"].as_str().unwrap().to_string());
     }
     for (method, path, need) in routes() {
-        let body = Some((&b"{}"[..], "application/json"));
+        let body = if method == "POST" || method == "PATCH" { Some((&b"{}"[..], "application/json")) } else { None };
         for token in [None, Some("tb_not_a_key"), Some("")] {
             let (s, b) = server.request(method, path, token, body, &[]);
             assert_eq!(s, 401, "{method} {path} with {token:?}");
@@ -473,4 +473,87 @@ fn the_live_stream_pushes_new_rows_and_totals() {
             got_totals = true;
         }
     }
+}
+
+#[test]
+fn first_start_without_config_prints_an_admin_token_once() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = || {
+        std::process::Command::new(bin())
+            .current_dir(tmp.path())
+            .env("CONSOLE_PORT", port.to_string())
+            .env("TOKENBOARD_BIND", "127.0.0.1")
+            .env_remove("TOKENBOARD_ADMIN_TOKEN")
+            .env_remove("TOKENBOARD_DATA_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut token = String::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        if let Some(t) = line.split_whitespace().find(|w| w.starts_with("tb_")) {
+            token = t.to_string();
+            break;
+        }
+        line.clear();
+    }
+    assert!(token.len() >= 40, "a token was printed: {line}");
+    // It works, and only its hash is in the data directory (./data, the default).
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("http://127.0.0.1:{port}/api/console/stats");
+    let mut status = 0;
+    for _ in 0..100 {
+        if let Ok(r) = agent.get(&url).header("Authorization", format!("Bearer {token}")).call() {
+            status = r.status().as_u16();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status, 200);
+    let keys_log = std::fs::read_to_string(tmp.path().join("data/keys.log")).unwrap();
+    assert!(!keys_log.contains(&token));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    // A second start prints no token.
+    let child = start();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let output = child.wait_with_output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!all.contains(&token), "{all}");
+}
+
+#[test]
+fn too_many_ingest_requests_in_flight_get_503_with_retry_after() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), &[("TOKENBOARD_MAX_INFLIGHT", "1")], None);
+    // A client that sends its headers and only half its body holds the one slot.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(slow, "POST /api/ingest/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{{\"model\":").unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(conn, "POST /api/ingest/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}").unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("retry-after: 1"), "{reply}");
+    // Once the slow client finishes, the slot is free again.
+    write!(slow, "\"x\"}}").unwrap();
+    slow.flush().unwrap();
+    let mut buf = [0u8; 512];
+    let n = slow.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(server.ingest(b"{\"model\":\"y\"}", "application/json").0, 200);
 }

@@ -141,7 +141,20 @@ impl Server {
         self.spawn();
     }
 
+    /// One request; a transport error is retried once on a fresh connection (a server closes a
+    /// kept-alive connection after refusing a request whose body it did not read, and the
+    /// client's pool may not have noticed yet). Status 0 means no answer.
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&[u8], &str)>, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+        let first = self.request_once(method, path, token, body, headers);
+        if first.0 != 0 {
+            return first;
+        }
+        let mut h = headers.to_vec();
+        h.push(("Connection", "close"));
+        self.request_once(method, path, token, body, &h)
+    }
+
+    fn request_once(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&[u8], &str)>, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
         let url = self.url(path);
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
         if let Some(t) = token {
