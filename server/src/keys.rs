@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -111,7 +112,7 @@ struct Inner {
     by_hash: HashMap<String, usize>,
     by_client_id: HashMap<String, usize>,
     /// Last authenticated API use since start, by key id.
-    used: HashMap<u64, i64>,
+    used: HashMap<u64, Arc<AtomicI64>>,
     next_id: u64,
     file: File,
 }
@@ -249,14 +250,17 @@ impl KeyStore {
         }
         self.write(&mut inner, &Record::Delete { id })?;
         apply(&mut inner.keys, Record::Delete { id });
-        inner.used.remove(&id);
         reindex(&mut inner);
         Ok(())
     }
 
     pub fn list(&self) -> Vec<(KeyRecord, Option<i64>)> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.keys.iter().map(|k| (k.clone(), inner.used.get(&k.id).copied())).collect()
+        inner
+            .keys
+            .iter()
+            .map(|k| (k.clone(), inner.used.get(&k.id).map(|u| u.load(Ordering::Relaxed)).filter(|&t| t > 0)))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -268,19 +272,19 @@ impl KeyStore {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).keys.iter().any(|k| k.scope == Scope::Admin)
     }
 
-    /// The enabled key a bearer token names, if any; notes its use.
+    /// The enabled key a bearer token names, if any; notes its use. Takes only the read lock.
     pub fn authenticate(&self, token: &str, now_ms: i64) -> Option<KeyRecord> {
         let hash = secrets::hash_key(token);
-        let found = {
-            let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-            let i = *inner.by_hash.get(&hash)?;
-            let k = &inner.keys[i];
-            (secrets::hashes_equal(&k.hash, &hash) && k.enabled).then(|| k.clone())?
-        };
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let slot = inner.used.entry(found.id).or_insert(now_ms);
-        *slot = (*slot).max(now_ms);
-        Some(found)
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let i = *inner.by_hash.get(&hash)?;
+        let k = &inner.keys[i];
+        if !(secrets::hashes_equal(&k.hash, &hash) && k.enabled) {
+            return None;
+        }
+        if let Some(u) = inner.used.get(&k.id) {
+            u.fetch_max(now_ms, Ordering::Relaxed);
+        }
+        Some(k.clone())
     }
 
     /// The managed key behind a client key id of the log.
@@ -336,6 +340,11 @@ fn apply(keys: &mut Vec<KeyRecord>, rec: Record) {
 }
 
 fn reindex(inner: &mut Inner) {
+    for k in &inner.keys {
+        inner.used.entry(k.id).or_insert_with(|| Arc::new(AtomicI64::new(0)));
+    }
+    let live: std::collections::HashSet<u64> = inner.keys.iter().map(|k| k.id).collect();
+    inner.used.retain(|id, _| live.contains(id));
     inner.by_hash = inner.keys.iter().enumerate().map(|(i, k)| (k.hash.clone(), i)).collect();
     inner.by_client_id = inner.keys.iter().enumerate().map(|(i, k)| (k.client_key_id.clone(), i)).collect();
 }

@@ -231,6 +231,22 @@ fn every_route_needs_a_token_with_the_right_scope() {
             assert_eq!(serde_json::from_slice::<Value>(&b).unwrap()["code"], 403);
         }
     }
+    // The OpenAPI document lists exactly these routes with these scopes.
+    let doc = server.data_raw_json("/api/openapi.json");
+    let mut documented: Vec<(String, String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let scope = op["x-scope"].as_str().unwrap().to_string();
+            if scope != "none" {
+                documented.push((method.to_uppercase(), path.replace("{id}", "1"), scope));
+            }
+        }
+    }
+    let mut expected: Vec<(String, String, String)> = routes().iter().map(|(m, p, s)| (m.to_string(), p.to_string(), s.to_string())).collect();
+    documented.sort();
+    expected.sort();
+    assert_eq!(documented, expected);
+
     // And the right scope gets in.
     assert_eq!(server.request("GET", "/api/console/stats", Some(&tokens["read"]), None, &[]).0, 200);
     assert_eq!(server.request("POST", "/api/ingest/events", Some(&tokens["ingest"]), Some((b"{\"model\":\"m\"}", "application/json")), &[]).0, 200);

@@ -192,6 +192,11 @@ impl Server {
         v["data"].clone()
     }
 
+    /// GET of a JSON document that has no envelope.
+    pub fn data_raw_json(&self, path: &str) -> Value {
+        serde_json::from_slice(&self.raw(path)).unwrap()
+    }
+
     pub fn raw(&self, path: &str) -> Vec<u8> {
         let (s, b) = self.request("GET", path, Some(ADMIN), None, &[]);
         assert_eq!(s, 200, "{path}: {}", String::from_utf8_lossy(&b));
