@@ -80,10 +80,13 @@ pub struct Ingest {
     pub max_events_per_request: usize,
 }
 
-/// Collectors that pull events from gateways (filled in by the collector issue).
+/// Collectors that pull events from gateways.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Sources {}
+pub struct Sources {
+    /// CLIProxyAPI proxies (see `docs/integrations/cliproxyapi.md`).
+    pub cliproxyapi: Vec<crate::collector::SourceConfig>,
+}
 
 impl Default for Console {
     fn default() -> Self {
@@ -231,6 +234,14 @@ impl Config {
         if !(1..=100_000).contains(&self.ingest.max_events_per_request) {
             return bad("ingest.max_events_per_request", "must be between 1 and 100000");
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, src) in self.sources.cliproxyapi.iter().enumerate() {
+            let at = format!("sources.cliproxyapi[{i}]");
+            src.validate(&at).map_err(ConfigError)?;
+            if !names.insert(src.name.as_str()) {
+                return Err(ConfigError(format!("{at}.name: {} is used twice", src.name)));
+            }
+        }
         Ok(())
     }
 
@@ -307,5 +318,11 @@ mod tests {
         assert!(e.contains("storage.durability"), "{e}");
         let e = load_yaml("server:\n  timezone: Mars/Olympus\n").unwrap_err().to_string();
         assert!(e.contains("server.timezone"), "{e}");
+        let c = load_yaml("sources:\n  cliproxyapi:\n    - name: cpa1\n      address: 127.0.0.1:8317\n      management_key: k\n").unwrap();
+        assert_eq!(c.sources.cliproxyapi[0].mode, "subscribe");
+        let e = load_yaml("sources:\n  cliproxyapi:\n    - name: cpa1\n      address: nowhere\n      management_key: k\n").unwrap_err().to_string();
+        assert!(e.contains("sources.cliproxyapi[0].address"), "{e}");
+        let e = load_yaml("sources:\n  cliproxyapi:\n    - name: cpa1\n      address: h:1\n").unwrap_err().to_string();
+        assert!(e.contains("management_key"), "{e}");
     }
 }

@@ -652,3 +652,9 @@ pub async fn status(State(st): State<Shared>) -> Result<Response, ApiError> {
         "uptime_s": st.started.elapsed().as_secs(),
     })))
 }
+
+/// The collectors' state: connected, subscribed, last event, rate, reconnects, auth failures, lag.
+pub async fn sources(State(st): State<Shared>) -> Result<Response, ApiError> {
+    let list: Vec<Value> = st.sources.get().map(|s| s.iter().map(|h| h.json()).collect()).unwrap_or_default();
+    Ok(ok(Value::Array(list)))
+}

@@ -35,6 +35,8 @@ pub struct AppState {
     /// Filtered reads materialise private views; at most this many at once.
     pub slice_slots: Arc<Semaphore>,
     pub live: crate::live::Hub,
+    /// The collectors' health, set once they start.
+    pub sources: std::sync::OnceLock<Vec<Arc<crate::collector::SourceHealth>>>,
     pub started: Instant,
 }
 
@@ -160,6 +162,7 @@ pub fn router(st: Shared) -> Router {
         .route("/api/console/export", get(crate::export::export))
         .route("/api/console/stream", get(crate::live::stream))
         .route("/api/console/status", get(crate::console::status))
+        .route("/api/console/sources", get(crate::console::sources))
         .route_layer(guard!(st, Need::Read));
     let admin = Router::new()
         .route("/api/console/keys", post(crate::console::create_key))

@@ -444,7 +444,7 @@ impl Mapper<'_> {
     }
 
     /// Parses and maps one JSON object; `Ok(None)` for a control payload.
-    fn one(&self, json: &[u8]) -> Result<Option<NewEvent>, (String, String)> {
+    pub fn one(&self, json: &[u8]) -> Result<Option<NewEvent>, (String, String)> {
         let raw: Raw = match serde_json::from_slice(json) {
             Ok(r) => r,
             Err(_) => {

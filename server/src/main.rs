@@ -2,6 +2,7 @@
 
 mod assets;
 mod client;
+mod collector;
 mod config;
 mod console;
 mod export;
@@ -13,6 +14,7 @@ mod log;
 mod metrics;
 mod openapi;
 mod pool;
+mod resp;
 mod secrets;
 mod serve;
 mod tools;

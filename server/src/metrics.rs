@@ -88,6 +88,27 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     gauge(&mut out, "tokenboard_heap_bytes", "Approximate heap of views and indexes.", s.heap_bytes);
     gauge(&mut out, "tokenboard_fenced", "1 when the writer is fenced after an I/O failure.", u8::from(s.fenced));
     gauge(&mut out, "tokenboard_uptime_seconds", "Seconds since start.", st.started.elapsed().as_secs());
+    if let Some(sources) = st.sources.get().filter(|s| !s.is_empty()) {
+        let series: [(&str, &str, &str, fn(&crate::collector::SourceHealth) -> i64); 8] = [
+            ("tokenboard_source_connected", "gauge", "1 while the collector is connected to the proxy.", |h| i64::from(h.connected.load(Ordering::Relaxed))),
+            ("tokenboard_source_subscribed", "gauge", "1 while the collector holds a usage subscription.", |h| i64::from(h.subscribed.load(Ordering::Relaxed))),
+            ("tokenboard_source_events_total", "counter", "Events the collector stored.", |h| h.events.load(Ordering::Relaxed) as i64),
+            ("tokenboard_source_duplicates_total", "counter", "Events the collector received again (already stored).", |h| h.duplicates.load(Ordering::Relaxed) as i64),
+            ("tokenboard_source_reconnects_total", "counter", "Reconnects to the proxy.", |h| h.reconnects.load(Ordering::Relaxed) as i64),
+            ("tokenboard_source_auth_failures_total", "counter", "Management keys the proxy refused.", |h| h.auth_failures.load(Ordering::Relaxed) as i64),
+            ("tokenboard_source_last_event_timestamp_seconds", "gauge", "When the collector last stored an event.", |h| h.last_event_ms.load(Ordering::Relaxed) / 1000),
+            ("tokenboard_source_lag_milliseconds", "gauge", "Storage time minus event time of the newest event stored.", |h| {
+                let (a, b) = (h.last_event_ms.load(Ordering::Relaxed), h.last_event_ts_ms.load(Ordering::Relaxed));
+                if a > 0 && b > 0 { (a - b).max(0) } else { 0 }
+            }),
+        ];
+        for (name, kind, help, f) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for h in sources {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {}", h.name.replace(['"', '\\', '\n'], "_"), f(h));
+            }
+        }
+    }
     let routes = m.routes.lock().unwrap_or_else(|e| e.into_inner());
     out.push_str("# HELP tokenboard_http_requests_total HTTP requests by route and status.\n# TYPE tokenboard_http_requests_total counter\n");
     for (route, r) in routes.iter() {

@@ -23,6 +23,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "get", path: "/api/console/export", scope: "read", summary: "Streamed export of the filtered view (json, ndjson, csv)", params: &["from", "to", "tz", "model", "key", "key_id", "endpoint", "provider", "credential", "status", "format"] },
     Route { method: "get", path: "/api/console/stream", scope: "read", summary: "Server-Sent Events: new log rows and totals", params: READ },
     Route { method: "get", path: "/api/console/status", scope: "read", summary: "Storage and server status", params: &[] },
+    Route { method: "get", path: "/api/console/sources", scope: "read", summary: "State of each collector (CLIProxyAPI sources)", params: &[] },
     Route { method: "get", path: "/api/console/keys", scope: "read", summary: "Managed keys, masked, with usage", params: &[] },
     Route { method: "post", path: "/api/console/keys", scope: "admin", summary: "Create a key {name, description, scope}; the secret is returned once", params: &[] },
     Route { method: "patch", path: "/api/console/keys/{id}", scope: "admin", summary: "Change a key's name, description or enabled flag", params: &[] },

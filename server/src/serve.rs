@@ -89,6 +89,7 @@ pub fn run(config: Config) -> Result<(), String> {
         fp,
         metrics: Default::default(),
         live,
+        sources: Default::default(),
         started: Instant::now(),
     });
     let result = runtime.block_on(serve(state.clone()));
@@ -109,6 +110,7 @@ async fn serve(st: Shared) -> Result<(), String> {
         if st.config.console.enabled { format!(" (console at {})", st.config.console.path) } else { String::new() }
     ));
     let retention = tokio::spawn(retention_loop(st.clone()));
+    let _ = st.sources.set(crate::collector::start(&st));
     let app = crate::http::router(st.clone());
     let timeout = Duration::from_secs(st.config.server.shutdown_timeout_secs);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

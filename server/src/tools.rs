@@ -104,6 +104,7 @@ fn offline_state(dir: &Path, tz: Option<&str>) -> Result<Shared, String> {
         keys,
         fp,
         metrics: Default::default(),
+        sources: Default::default(),
         started: Instant::now(),
     }))
 }

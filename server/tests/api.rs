@@ -192,6 +192,7 @@ fn routes() -> Vec<(&'static str, &'static str, &'static str)> {
         ("GET", "/api/console/keys", "read"),
         ("GET", "/api/console/export", "read"),
         ("GET", "/api/console/status", "read"),
+        ("GET", "/api/console/sources", "read"),
         ("GET", "/api/console/stream", "read"),
         ("GET", "/metrics", "read"),
         ("POST", "/api/console/keys", "admin"),
