@@ -606,6 +606,11 @@ pub fn scan(
         }
     };
 
+    // In the newest segment, damage counts as corruption (and the unfinished batch before it is
+    // kept) only once a complete batch follows it; until then it may be the tail of a torn write,
+    // and deciding early would make a second recovery of the same bytes disagree with the first.
+    let mut unconfirmed: Vec<ScanIssue> = Vec::new();
+    let mut unconfirmed_from: Option<usize> = None;
     loop {
         let remaining = data.len().saturating_sub(pos);
         let fault: FrameFault;
@@ -629,6 +634,8 @@ pub fn scan(
                     pos += h.frame_bytes();
                     if h.is_batch_end() {
                         flush(seg, &mut pending, interner, on_event, &mut kept_end);
+                        issues.append(&mut unconfirmed);
+                        unconfirmed_from = None;
                     }
                     continue;
                 }
@@ -646,17 +653,24 @@ pub fn scan(
         // Look for the next frame that validates.
         match resync(data, pos + 1, salt, &|h| plausible(h, last_event_delta)) {
             Some(next) => {
-                // Records before the damage were written and maybe acknowledged: keep them.
-                flush(seg, &mut pending, interner, on_event, &mut kept_end);
-                issues.push(ScanIssue::Corruption { offset: pos as u64, reason, skipped_bytes: (next - pos) as u64 });
+                let issue = ScanIssue::Corruption { offset: pos as u64, reason, skipped_bytes: (next - pos) as u64 };
                 seg.skips.push((pos as u64, next as u64));
+                if bounds.newest {
+                    unconfirmed_from.get_or_insert(pos);
+                    unconfirmed.push(issue);
+                } else {
+                    // Records before the damage were written and maybe acknowledged: keep them.
+                    flush(seg, &mut pending, interner, on_event, &mut kept_end);
+                    issues.push(issue);
+                }
                 pos = next;
             }
             None => {
                 let end = last_non_zero(data, pos);
                 if bounds.newest {
-                    let from = pending.first().map(|p| p.0).unwrap_or(pos);
+                    let from = torn_from(&pending, unconfirmed_from, pos);
                     pending.clear();
+                    seg.skips.retain(|(s, _)| *s < from as u64);
                     issues.push(ScanIssue::TornTail { offset: from as u64, cut_bytes: (end - from) as u64 });
                     cut = Some((from as u64, end as u64));
                 } else {
@@ -667,12 +681,13 @@ pub fn scan(
             }
         }
     }
-    if !pending.is_empty() {
+    if !pending.is_empty() || (bounds.newest && unconfirmed_from.is_some() && cut.is_none()) {
         if bounds.newest {
             // The last batch never got its end marker: it was not acknowledged.
-            let from = pending[0].0;
+            let from = torn_from(&pending, unconfirmed_from, pos);
             let end = last_non_zero(data, from);
             pending.clear();
+            seg.skips.retain(|(s, _)| *s < from as u64);
             issues.push(ScanIssue::TornTail { offset: from as u64, cut_bytes: (end - from) as u64 });
             cut = Some((from as u64, end as u64));
         } else {
@@ -685,6 +700,12 @@ pub fn scan(
     seg.committed_len = kept_end as u64;
     seg.bytes_used = kept_end as u64;
     ScanOutcome { issues, cut }
+}
+
+/// Where a torn tail of the newest segment starts: at the unfinished batch, or at damage no
+/// complete batch followed, whichever comes first.
+fn torn_from(pending: &[(usize, FrameHeader)], unconfirmed_from: Option<usize>, pos: usize) -> usize {
+    [pending.first().map(|p| p.0), unconfirmed_from, Some(pos)].into_iter().flatten().min().unwrap_or(pos)
 }
 
 fn all_zero(b: &[u8]) -> bool {

@@ -804,3 +804,29 @@ fn appends_after_close_are_refused_clearly() {
     // Reads still answer.
     assert_eq!(all_events(&e).len(), 2);
 }
+
+/// Found by the `recovery` fuzz target: a newest segment whose valid frames are followed by
+/// zeros with stray bytes. Recovery must be idempotent: a second open serves what the first did.
+#[test]
+fn fuzz_regression_recovery_is_idempotent() {
+    let bytes = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-recovery-idempotent.bin")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("00000000000000000001.seg"), &bytes).unwrap();
+    let clock = TestClock::new(1_800_000_000_000);
+    let open = || {
+        let mut o = options(dir.path(), &clock);
+        o.segment_bytes_max = 64 * 1024;
+        o.retention = tokenboard_engine::Retention::none();
+        o.retention_interval_ms = None;
+        Engine::open(o).unwrap()
+    };
+    let (e, report) = open();
+    eprintln!("first: {report:?}");
+    let first: Vec<u64> = all_events(&e).iter().map(|ev| ev.seq).collect();
+    e.close().unwrap();
+    drop(e);
+    let (e, report) = open();
+    eprintln!("second: {report:?}");
+    let second: Vec<u64> = all_events(&e).iter().map(|ev| ev.seq).collect();
+    assert_eq!(second, first);
+}

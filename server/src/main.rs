@@ -1,28 +1,10 @@
 //! `tokenboard`: the server and its offline tools.
 
-mod assets;
-mod client;
-mod collector;
-mod config;
-mod console;
-mod export;
-mod http;
-mod ingest;
-mod keys;
-mod live;
-mod log;
-mod metrics;
-mod openapi;
-mod pool;
-mod resp;
-mod secrets;
-mod serve;
-mod tools;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokenboard_server::{config, serve, tools};
 
 /// The token console for LLM API gateways.
 ///

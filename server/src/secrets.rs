@@ -77,7 +77,8 @@ impl Fingerprinter {
         Ok(Fingerprinter { secret })
     }
 
-    #[cfg(test)]
+    /// A fingerprinter with a given secret, for tests and fuzzing.
+    #[doc(hidden)]
     pub fn fixed(secret: [u8; 32]) -> Fingerprinter {
         Fingerprinter { secret }
     }
