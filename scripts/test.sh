@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project. Usage: scripts/test.sh
+# Runs every test of the project: Rust tests, the web console's unit and browser tests, and a
+# smoke run of every fuzz target. Usage: scripts/test.sh
+# Installs what the tests need when missing (npm packages, Debian's chromium, cargo-fuzz).
 # Builds go to $CARGO_TARGET_DIR (default /tmp/tokenboard-target, outside the clone, so repeated
 # runs reuse them).
 set -euo pipefail
@@ -12,5 +14,11 @@ cargo build --workspace --all-targets --locked
 
 echo "== engine and workspace tests"
 cargo test --workspace --locked
+
+echo "== web console: build, unit tests, end-to-end tests in headless Chromium"
+TOKENBOARD_BIN="${TOKENBOARD_BIN:-$CARGO_TARGET_DIR/debug/tokenboard}" scripts/web-test.sh
+
+echo "== fuzz smoke run (every target; scripts/fuzz.sh N for longer)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
 echo "== all tests passed"

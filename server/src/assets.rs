@@ -38,8 +38,10 @@ fn file(path: &str) -> Response {
 
 pub fn router(base: &str) -> Router<Shared> {
     let base = base.trim_end_matches('/').to_string();
+    let slash = format!("{base}/");
     Router::new()
-        .route(&base, get(|| async { file("index.html") }))
+        // Asset paths in the page are relative: the page must be served under a trailing slash.
+        .route(&base, get(move || async move { axum::response::Redirect::permanent(&slash) }))
         .route(&format!("{base}/"), get(|| async { file("index.html") }))
         .route(&format!("{base}/{{*path}}"), get(|Path(p): Path<String>| async move { file(&p) }))
 }

@@ -194,7 +194,7 @@ async fn not_found() -> ApiError {
 
 async fn root(State(st): State<Shared>) -> Response {
     if st.config.console.enabled {
-        axum::response::Redirect::temporary(&st.config.console.path).into_response()
+        axum::response::Redirect::temporary(&format!("{}/", st.config.console.path.trim_end_matches('/'))).into_response()
     } else {
         ok(json!({ "name": "tokenboard", "version": env!("CARGO_PKG_VERSION") }))
     }

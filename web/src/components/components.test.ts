@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest'
+import { createApp, h, nextTick, type Component } from 'vue'
+import { i18n } from '../i18n'
+import Num from './Num.vue'
+import ShareList from './ShareList.vue'
+import type { GroupRow } from '../types'
+
+function mount(comp: Component, props: Record<string, unknown>): HTMLElement {
+  const el = document.createElement('div')
+  createApp({ render: () => h(comp, props) }).use(i18n).mount(el)
+  return el
+}
+
+const row = (name: string, calls: number, extra: Partial<GroupRow> = {}): GroupRow => ({
+  name, call_count: calls, token_count: calls * 1000, error_count: 0, success_rate: 100, avg_time: 1, avg_ttft: null, ...extra,
+})
+
+describe('components', () => {
+  it('Num shows compact tokens with the exact value in the tooltip', async () => {
+    i18n.global.locale.value = 'en'
+    await nextTick()
+    const el = mount(Num, { value: 1234567, compact: true }).querySelector('span')!
+    expect(el.textContent).toBe('1.2M')
+    expect(el.getAttribute('title')).toBe('1,234,567')
+    expect(mount(Num, { value: 1234567 }).textContent).toBe('1,234,567')
+  })
+
+  it('ShareList shows shares, managed key names and a translated "other" row', async () => {
+    i18n.global.locale.value = 'zh-CN'
+    await nextTick()
+    const rows = [row('fp1', 6, { key_id: 1, key_name: 'team-a' }), row('fp2', 3), row('other', 1, { other: true })]
+    const el = mount(ShareList, { title: 'T', rows, total: 10, testid: 'x' })
+    const cells = [...el.querySelectorAll('tbody tr')].map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent?.trim()))
+    expect(cells[0]).toEqual(['team-a', '6', '6K', '0', '60%'])
+    expect(cells[2]?.[0]).toBe('其他')
+    expect(el.querySelector('th')?.textContent).toBe('名称')
+    i18n.global.locale.value = 'en'
+  })
+})
