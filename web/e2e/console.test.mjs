@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
-import { startServer, api, ADMIN_TOKEN } from './server.mjs'
+import { startServer, freePort, api, ADMIN_TOKEN } from './server.mjs'
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const shotsDir = mkdtempSync(join(tmpdir(), 'tokenboard-e2e-shots-'))
@@ -277,13 +277,78 @@ test('an empty store explains how to send the first event', async () => {
   try {
     await page.goto(`${empty.base}/console/`)
     await page.fill('[data-testid="token-input"]', ADMIN_TOKEN)
+    const sourcesRead = page.waitForResponse((r) => r.url().startsWith(`${empty.base}/api/console/sources`) && r.status() === 200)
     await page.click('[data-testid="signin-submit"]')
     await page.waitForSelector('[data-testid="empty-state"]')
     assert.match(await page.textContent('[data-testid="empty-state"] pre'), /\/api\/ingest\/events/)
+    // No collectors configured: the server lists none and the panel is not rendered.
+    assert.deepEqual(await (await sourcesRead).json(), { code: 0, data: [] })
+    await page.waitForTimeout(100)
+    assert.equal(await page.locator('[data-testid="sources"]').count(), 0)
     await shot('empty')
   } finally {
     // Leave the page first: an open live stream would hold the server's graceful shutdown.
     await page.goto('about:blank')
     await empty.stop()
+  }
+})
+
+test('the collectors panel shows a CLIProxyAPI source that cannot connect', async () => {
+  const port = await freePort() // nothing listens here
+  const cpa = await startServer({
+    config: ['sources:', '  cliproxyapi:', '    - name: cpa-e2e', `      address: 127.0.0.1:${port}`, '      management_key_env: TB_E2E_CPA_KEY', ''].join('\n'),
+    env: { TB_E2E_CPA_KEY: 'e2e-management-key' },
+  })
+  try {
+    await page.goto(`${cpa.base}/console/`)
+    await page.fill('[data-testid="token-input"]', ADMIN_TOKEN)
+    await page.click('[data-testid="signin-submit"]')
+    const row = page.locator('[data-testid="source-row"][data-name="cpa-e2e"]')
+    await row.waitFor()
+    assert.equal((await page.textContent('[data-testid="sources"] h3')).trim(), 'Collectors')
+    assert.equal((await row.locator('[data-col="name"]').textContent()).trim(), 'cpa-e2e')
+    assert.equal((await row.locator('[data-col="address"]').textContent()).trim(), `127.0.0.1:${port}`)
+    assert.equal((await row.locator('[data-col="mode"]').textContent()).trim(), 'subscribe')
+    assert.ok((await row.locator('[data-col="state"]').textContent()).trim().length > 0)
+    assert.equal((await row.locator('[data-col="last-event"]').textContent()).trim(), 'None yet')
+    assert.equal((await row.locator('[data-col="events"]').textContent()).trim(), '0')
+
+    // Not connected and never refused: an amber connecting/reconnecting badge, as the API says.
+    const badge = row.locator('[data-testid="source-badge"]')
+    const en = { connecting: 'Connecting', reconnecting: 'Reconnecting' }
+    const zh = { connecting: '连接中', reconnecting: '重连中' }
+    // Label and text are read together: the badge may turn from connecting to reconnecting.
+    const read = () => badge.evaluate((e) => [e.dataset.tone, e.dataset.label, e.textContent.trim()])
+    const [tone, label, text] = await read()
+    assert.equal(tone, 'warn')
+    assert.ok(label in en, label)
+    assert.equal(text, en[label])
+    const listed = await api(cpa.base, 'GET', '/api/console/sources')
+    assert.equal(listed.json.data.length, 1)
+    assert.equal(listed.json.data[0].connected, false)
+    assert.equal(listed.json.data[0].auth_failures, 0)
+
+    // The panel refreshes by itself: the reconnect count grows while nothing listens.
+    const reconnects = async () => Number((await row.locator('[data-col="reconnects"]').textContent()).replace(/\D/g, ''))
+    const before = await reconnects()
+    await page.waitForFunction(
+      (n) => Number(document.querySelector('[data-testid="source-row"] [data-col="reconnects"]')?.textContent?.replace(/\D/g, '')) > n,
+      before,
+      { timeout: 20_000 },
+    )
+    await shot('sources')
+
+    await page.selectOption('[data-testid="lang-select"]', 'zh-CN')
+    assert.equal((await page.textContent('[data-testid="sources"] h3')).trim(), '采集源')
+    assert.equal(await page.textContent('[data-testid="sources"] th:nth-child(2)'), '地址')
+    const [zhTone, zhLabel, zhText] = await read()
+    assert.equal(zhTone, 'warn')
+    assert.equal(zhText, zh[zhLabel])
+    assert.equal((await row.locator('[data-col="last-event"]').textContent()).trim(), '暂无')
+    await shot('sources-zh')
+    await page.selectOption('[data-testid="lang-select"]', 'en')
+  } finally {
+    await page.goto('about:blank')
+    await cpa.stop()
   }
 })

@@ -1,6 +1,6 @@
 // Starts the real tokenboard binary on a free port with a fresh data dir, for the e2e tests.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync, existsSync } from 'node:fs'
+import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,7 +15,8 @@ export function serverBinary() {
   return bin
 }
 
-function freePort() {
+/** A port that was free a moment ago (nothing listens on it once this resolves). */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const s = createServer()
     s.once('error', reject)
@@ -26,12 +27,24 @@ function freePort() {
   })
 }
 
-export async function startServer() {
+/**
+ * Starts a server. `config` is YAML written to a temp file and passed as `serve --config FILE`;
+ * `env` adds environment variables (e.g. the management keys a config's sources name).
+ */
+export async function startServer({ config, env } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), 'tokenboard-e2e-data-'))
+  const confDir = config === undefined ? null : mkdtempSync(join(tmpdir(), 'tokenboard-e2e-config-'))
+  const args = ['serve']
+  if (confDir) {
+    const file = join(confDir, 'tokenboard.yaml')
+    writeFileSync(file, config)
+    args.push('--config', file)
+  }
   const port = await freePort()
-  const child = spawn(serverBinary(), ['serve'], {
+  const child = spawn(serverBinary(), args, {
     env: {
       ...process.env,
+      ...env,
       TOKENBOARD_ADMIN_TOKEN: ADMIN_TOKEN,
       TOKENBOARD_DATA_DIR: dataDir,
       CONSOLE_PORT: String(port),
@@ -72,6 +85,7 @@ export async function startServer() {
         clearTimeout(timer)
       }
       rmSync(dataDir, { recursive: true, force: true })
+      if (confDir) rmSync(confDir, { recursive: true, force: true })
     },
   }
 }

@@ -98,6 +98,25 @@ export interface KeyRecord {
   secret?: string
 }
 
+/** One collector from GET /api/console/sources. */
+export interface Source {
+  name: string
+  address: string
+  /** 'subscribe', 'poll/resp' or 'poll/http'. */
+  mode: string
+  state: string
+  connected: boolean
+  subscribed: boolean
+  last_event: string | null
+  lag_ms: number | null
+  events: number
+  duplicates: number
+  invalid: number
+  events_per_second: number
+  reconnects: number
+  auth_failures: number
+}
+
 /** The filters every read accepts. */
 export interface Filters {
   model: string

@@ -1,9 +1,10 @@
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createApp, h, nextTick, type Component } from 'vue'
 import { i18n } from '../i18n'
 import Num from './Num.vue'
 import ShareList from './ShareList.vue'
-import type { GroupRow } from '../types'
+import SourcesPanel from './SourcesPanel.vue'
+import type { GroupRow, Source } from '../types'
 
 function mount(comp: Component, props: Record<string, unknown>): HTMLElement {
   const el = document.createElement('div')
@@ -35,5 +36,45 @@ describe('components', () => {
     expect(cells[2]?.[0]).toBe('其他')
     expect(el.querySelector('th')?.textContent).toBe('名称')
     i18n.global.locale.value = 'en'
+  })
+
+  it('SourcesPanel is hidden without collectors and shows a translated badge per collector', async () => {
+    const source: Source = {
+      name: 'cpa-1', address: '10.0.0.5:8317', mode: 'subscribe', state: 'management key refused (401); next attempt in 60s', connected: false, subscribed: false,
+      last_event: null, lag_ms: null, events: 1234, duplicates: 2, invalid: 0, events_per_second: 0, reconnects: 3, auth_failures: 2,
+    }
+    let reply: Source[] = []
+    vi.stubGlobal('fetch', vi.fn(async () => new Response(JSON.stringify({ code: 0, data: reply }), { status: 200 })))
+    const settle = async () => {
+      for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0))
+      await nextTick()
+    }
+    try {
+      i18n.global.locale.value = 'en'
+      const el = document.createElement('div')
+      const empty = createApp({ render: () => h(SourcesPanel) }).use(i18n)
+      empty.mount(el)
+      await settle()
+      expect(el.querySelector('[data-testid="sources"]')).toBeNull()
+      empty.unmount()
+
+      reply = [source]
+      const app = createApp({ render: () => h(SourcesPanel) }).use(i18n)
+      app.mount(el)
+      await settle()
+      const badge = el.querySelector('[data-testid="source-badge"]')!
+      expect(badge.getAttribute('data-tone')).toBe('bad')
+      expect(badge.textContent).toBe('Key refused')
+      expect(el.querySelector('[data-col="state"]')?.textContent).toBe(source.state)
+      expect(el.querySelector('[data-col="events"]')?.textContent).toBe('1,234')
+      expect(el.querySelector('[data-col="last-event"]')?.textContent?.trim()).toBe('None yet')
+      i18n.global.locale.value = 'zh-CN'
+      await nextTick()
+      expect(badge.textContent).toBe('密钥被拒')
+      app.unmount()
+    } finally {
+      i18n.global.locale.value = 'en'
+      vi.unstubAllGlobals()
+    }
   })
 })

@@ -10,9 +10,9 @@ export interface LogsEvent {
 
 /**
  * Follows the live stream for the given filters while `enabled` is true; reopens it when the
- * filters change and closes it with the component.
+ * filters change and closes it with the component. `onTotals` runs on each `totals` event.
  */
-export function useLive(params: WatchSource<Params | null>, onLogs: (ev: LogsEvent) => void) {
+export function useLive(params: WatchSource<Params | null>, onLogs: (ev: LogsEvent) => void, onTotals?: () => void) {
   const connected = ref(false)
   let stop: (() => void) | null = null
 
@@ -29,6 +29,7 @@ export function useLive(params: WatchSource<Params | null>, onLogs: (ev: LogsEve
       stop = openStream(p, {
         onState: (c) => (connected.value = c),
         onEvent: (ev) => {
+          if (ev.event === 'totals') onTotals?.()
           if (ev.event !== 'logs') return
           try {
             onLogs(JSON.parse(ev.data) as LogsEvent)

@@ -27,6 +27,11 @@ export default {
     showData: 'Show data table', bucket: 'Bucket start', top: { models: 'Top models', keys: 'Top keys', providers: 'Top providers', credentials: 'Top credentials' },
     status: 'Status breakdown', share: 'Share', callsCol: 'Calls', tokensCol: 'Tokens', errorsCol: 'Errors', name: 'Name',
   },
+  sources: {
+    title: 'Collectors', name: 'Name', address: 'Address', mode: 'Mode', status: 'Status', lastEvent: 'Last event', lag: 'Lag', rate: 'Events/s',
+    events: 'Events', duplicates: 'Duplicates', invalid: 'Invalid', reconnects: 'Reconnects', authFailures: 'Refused logins', never: 'None yet',
+    badge: { subscribed: 'Subscribed', polling: 'Polling', connecting: 'Connecting', reconnecting: 'Reconnecting', refused: 'Key refused' },
+  },
   tokens: { input_uncached: 'Input (uncached)', cache_read: 'Cache read', cache_write: 'Cache write', output: 'Output', reasoning: 'Reasoning', unclassified: 'Unclassified' },
   empty: {
     title: 'No calls in this range yet',

@@ -29,6 +29,11 @@ const zh: typeof en = {
     showData: '显示数据表', bucket: '时段开始', top: { models: '热门模型', keys: '热门密钥', providers: '热门供应商', credentials: '热门凭据' },
     status: '状态分布', share: '占比', callsCol: '调用', tokensCol: 'Token', errorsCol: '错误', name: '名称',
   },
+  sources: {
+    title: '采集源', name: '名称', address: '地址', mode: '模式', status: '状态', lastEvent: '最近事件', lag: '延迟', rate: '事件/秒',
+    events: '事件数', duplicates: '重复', invalid: '无效', reconnects: '重连次数', authFailures: '登录被拒', never: '暂无',
+    badge: { subscribed: '已订阅', polling: '轮询中', connecting: '连接中', reconnecting: '重连中', refused: '密钥被拒' },
+  },
   tokens: { input_uncached: '输入（未缓存）', cache_read: '缓存读取', cache_write: '缓存写入', output: '输出', reasoning: '推理', unclassified: '未分类' },
   empty: {
     title: '此时间范围内还没有调用',
