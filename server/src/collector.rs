@@ -51,6 +51,15 @@ pub struct SourceConfig {
     /// Events per `LPOP` / HTTP pop.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Connect with TLS (when the proxy has `tls.enable`); no ALPN is offered, as RESP needs.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA certificates to trust; default: the Mozilla roots built in.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Name to verify the certificate against; default: the host part of `address`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 fn default_mode() -> String {
@@ -89,6 +98,20 @@ impl SourceConfig {
         }
         if !(1..=10_000).contains(&self.batch) {
             return Err(format!("{at}.batch: must be between 1 and 10000"));
+        }
+        if self.tls && self.mode == "poll" && self.poll_transport == "http" {
+            return Err(format!("{at}.poll_transport: with tls use resp (or mode subscribe)"));
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            if !self.tls {
+                return Err(format!("{at}.tls_ca_file: set tls: true as well"));
+            }
+            tls_config(Some(ca)).map_err(|e| format!("{at}.tls_ca_file: {e}"))?;
+        }
+        if let Some(name) = &self.tls_server_name
+            && rustls::pki_types::ServerName::try_from(name.clone()).is_err()
+        {
+            return Err(format!("{at}.tls_server_name: not a valid DNS name or IP address"));
         }
         match (&self.management_key, &self.management_key_env) {
             (Some(k), None) if !k.is_empty() => Ok(()),
@@ -257,9 +280,42 @@ enum Failure {
     Other(String),
 }
 
+type ReadHalf = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type WriteHalf = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 struct Conn {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: tokio::net::tcp::OwnedWriteHalf,
+    reader: BufReader<ReadHalf>,
+    writer: WriteHalf,
+}
+
+/// A TLS client configuration with no ALPN (a proxy that negotiated `h2` or `http/1.1` would hand
+/// the connection to its HTTP server), trusting `ca_file` or the built-in Mozilla roots.
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{} holds no PEM certificate", path.display()));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl Conn {
@@ -270,7 +326,23 @@ impl Conn {
             .map_err(|_| Failure::Other(format!("connecting to {} timed out", src.address)))?
             .map_err(|e| Failure::Other(format!("cannot connect to {}: {e}", src.address)))?;
         stream.set_nodelay(true).ok();
-        let (r, w) = stream.into_split();
+        let (r, w): (ReadHalf, WriteHalf) = if src.tls {
+            let config = tls_config(src.tls_ca_file.as_deref()).map_err(Failure::Other)?;
+            let host = src.tls_server_name.clone().unwrap_or_else(|| {
+                let h = src.address.rsplit_once(':').map_or(src.address.as_str(), |(h, _)| h);
+                h.trim_start_matches('[').trim_end_matches(']').to_string()
+            });
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| Failure::Other(format!("TLS server name: {e}")))?;
+            let tls = tokio::time::timeout(Duration::from_secs(10), tokio_rustls::TlsConnector::from(config).connect(name, stream))
+                .await
+                .map_err(|_| Failure::Other("TLS handshake timed out".into()))?
+                .map_err(|e| Failure::Other(format!("TLS handshake with {}: {e}", src.address)))?;
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        } else {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        };
         let mut conn = Conn { reader: BufReader::with_capacity(256 * 1024, r), writer: w };
         let key = src.key();
         match conn.call(&[b"AUTH", key.as_bytes()]).await.map_err(|e| Failure::Other(format!("AUTH: {e}")))? {

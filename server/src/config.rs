@@ -324,5 +324,9 @@ mod tests {
         assert!(e.contains("sources.cliproxyapi[0].address"), "{e}");
         let e = load_yaml("sources:\n  cliproxyapi:\n    - name: cpa1\n      address: h:1\n").unwrap_err().to_string();
         assert!(e.contains("management_key"), "{e}");
+        let e = load_yaml("sources:\n  cliproxyapi:\n    - name: c\n      address: h:1\n      management_key: k\n      tls_ca_file: /nonexistent.pem\n").unwrap_err().to_string();
+        assert!(e.contains("tls_ca_file"), "{e}");
+        let e = load_yaml("sources:\n  cliproxyapi:\n    - name: c\n      address: h:1\n      management_key: k\n      tls: true\n      tls_ca_file: /nonexistent.pem\n").unwrap_err().to_string();
+        assert!(e.contains("/nonexistent.pem"), "{e}");
     }
 }

@@ -218,7 +218,8 @@ fn a_killed_collector_restarts_without_double_counting() {
     }
     wait_for("1000 events", Duration::from_secs(30), || calls(&server) == 1000);
     server.kill9();
-    // Published while Tokenboard is down: CPA queues them.
+    // Once CPA has seen the subscriber go (it reads EOF), what it publishes is queued.
+    wait_for("the proxy to notice", Duration::from_secs(10), || fake.subscribers() == 0);
     for e in &sent[1000..] {
         fake.publish(e);
     }
@@ -231,4 +232,74 @@ fn a_killed_collector_restarts_without_double_counting() {
     }
     wait_for("the duplicates to be seen", Duration::from_secs(30), || server.data("/api/console/sources")[0]["duplicates"].as_u64() == Some(500));
     assert_eq!(calls(&server), 2000);
+}
+
+/// A TLS front for the fake proxy, as CPA with `tls.enable` would be: returns its port and the
+/// path of the CA certificate to trust.
+fn tls_front(fake: std::net::SocketAddr, dir: &std::path::Path) -> (u16, std::path::PathBuf) {
+    use std::sync::Arc;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                    // No ALPN was offered, as CPA needs for RESP over TLS.
+                    assert!(tls.get_ref().1.alpn_protocol().is_none());
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(fake).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    (port, ca)
+}
+
+#[test]
+fn collects_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::start(KEY);
+    let (port, ca) = tls_front(fake.addr, tmp.path());
+    let events = sample_events();
+    fake.state.lock().unwrap().queue.extend(events[..3].iter().cloned());
+    let yaml = format!(
+        "sources:\n  cliproxyapi:\n    - name: cpa-tls\n      address: localhost:{port}\n      management_key_env: TB_TEST_CPA_KEY\n      tls: true\n      tls_ca_file: {}\n",
+        ca.display()
+    );
+    let server = Server::start(tmp.path(), &[("TB_TEST_CPA_KEY", KEY), ("TOKENBOARD_LOG_RETENTION_DAYS", "0")], Some(&yaml));
+    wait_for("a subscription over TLS", Duration::from_secs(20), || fake.subscribers() == 1);
+    for e in &events[3..] {
+        fake.publish(e);
+    }
+    wait_for("every event over TLS", Duration::from_secs(20), || calls(&server) == events.len() as u64);
+    // A certificate that is not trusted is refused, and the state says why.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(tmp2.path().join("other.pem"), other_ca.cert.pem()).unwrap();
+    let yaml = format!(
+        "sources:\n  cliproxyapi:\n    - name: cpa-untrusted\n      address: localhost:{port}\n      management_key_env: TB_TEST_CPA_KEY\n      tls: true\n      tls_ca_file: {}\n",
+        tmp2.path().join("other.pem").display()
+    );
+    let untrusted = Server::start(tmp2.path(), &[("TB_TEST_CPA_KEY", KEY)], Some(&yaml));
+    wait_for("a refused handshake", Duration::from_secs(20), || {
+        untrusted.data("/api/console/sources")[0]["state"].as_str().is_some_and(|s| s.contains("TLS"))
+    });
+    assert_eq!(calls(&untrusted), 0);
 }
