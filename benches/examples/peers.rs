@@ -1,0 +1,243 @@
+//! Tokenboard's engine side by side with what the peers run: every call a row in SQLite (WAL,
+//! one transaction per 10 000 rows, indexes on time, model and key), aggregated with GROUP BY at
+//! query time. Same generated events, same dashboard questions; the answers are checked to agree.
+//!
+//! cargo run --release -p tokenboard-benches --example peers -- 1000000
+//!
+//! DuckDB and Postgres are not in this run yet.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use tokenboard_benches::{START_MS, Workload};
+use tokenboard_engine::{Durability, Engine, EngineOptions, Granularity, Group, LogFilter, Retention, StatusFilter, TimeRange, TopBy};
+
+const DAY: i64 = 86_400_000;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs `f` `n` times and returns the median time and the last answer.
+fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut times = Vec::with_capacity(n);
+    let mut last = None;
+    for _ in 0..n {
+        let t = Instant::now();
+        last = Some(f());
+        times.push(t.elapsed());
+    }
+    (median(times), last.expect("n > 0"))
+}
+
+fn fmt(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p).map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+fn main() {
+    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let reps: usize = std::env::var("TB_PEERS_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let engine_dir = tmp.path().join("tokenboard");
+    let sqlite_path = tmp.path().join("calls.db");
+
+    let engine_opts = || {
+        let mut o = EngineOptions::new(&engine_dir);
+        o.durability = Durability::Interval { every_ms: 200 };
+        o.retention = Retention::none();
+        o.retention_interval_ms = None;
+        o.segment_age_max_ms = 365 * DAY;
+        o
+    };
+    let (engine, _) = Engine::open(engine_opts()).expect("open engine");
+    let db = Connection::open(&sqlite_path).expect("open sqlite");
+    db.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE calls (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, model TEXT NOT NULL, key TEXT NOT NULL,
+            credential TEXT NOT NULL, provider TEXT NOT NULL, status INTEGER NOT NULL, success INTEGER NOT NULL,
+            input INTEGER NOT NULL, cache_read INTEGER NOT NULL, output INTEGER NOT NULL, reasoning INTEGER NOT NULL,
+            latency_ms INTEGER NOT NULL, ttft_ms INTEGER, stream INTEGER NOT NULL);
+         CREATE INDEX calls_ts ON calls(ts); CREATE INDEX calls_model ON calls(model); CREATE INDEX calls_key ON calls(key);",
+    )
+    .expect("schema");
+
+    // Ingest: the same batches into each, timed separately.
+    let mut w = Workload::new(42, n);
+    let (mut t_engine, mut t_sqlite) = (Duration::ZERO, Duration::ZERO);
+    let mut seq = 0i64;
+    let mut left = n;
+    let mut db = db;
+    while left > 0 {
+        let k = left.min(10_000) as usize;
+        let batch = w.batch(k);
+        let t = Instant::now();
+        for c in batch.chunks(1000) {
+            engine.append(c).expect("append");
+        }
+        t_engine += t.elapsed();
+        let t = Instant::now();
+        let tx = db.transaction().expect("tx");
+        {
+            let mut ins = tx.prepare_cached("INSERT INTO calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)").expect("prepare");
+            for e in &batch {
+                seq += 1;
+                ins.execute(params![
+                    seq,
+                    e.ts_ms,
+                    e.dim(tokenboard_engine::Dim::Model),
+                    e.dim(tokenboard_engine::Dim::Key),
+                    e.dim(tokenboard_engine::Dim::Credential),
+                    e.dim(tokenboard_engine::Dim::Provider),
+                    e.status,
+                    e.success,
+                    e.tokens.input_uncached,
+                    e.tokens.cache_read,
+                    e.tokens.output,
+                    e.tokens.reasoning,
+                    e.latency_ms,
+                    e.ttft_ms,
+                    e.stream
+                ])
+                .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+        t_sqlite += t.elapsed();
+        left -= k as u64;
+    }
+    engine.sync().expect("sync");
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;").expect("checkpoint");
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+
+    let mut rows: Vec<(String, Duration, Duration)> = Vec::new();
+    let all = TimeRange::new(START_MS - DAY, START_MS + 31 * DAY);
+    let last7 = TimeRange::new(START_MS + 23 * DAY, START_MS + 30 * DAY);
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().expect("zone");
+
+    // 1. Totals for the last 7 days.
+    let (te, e) = time(reps, || {
+        let s = engine.summary(last7);
+        (s.agg.calls, s.agg.total_tokens())
+    });
+    let (ts, s) = time(reps, || {
+        db.query_row(
+            "SELECT count(*), sum(input + cache_read + output + reasoning) FROM calls WHERE ts >= ? AND ts < ?",
+            params![last7.from_ms, last7.to_ms],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .expect("totals")
+    });
+    assert_eq!(e, s, "totals agree");
+    rows.push(("totals, last 7 days".into(), te, ts));
+
+    // 2. Per-model stats, all data.
+    let (te, e) = time(reps, || {
+        let b = engine.breakdown(Group::Model, all);
+        let mut m: Vec<(String, u64, u64, u64)> = engine.with_interner(|i| {
+            b.iter().map(|(k, a)| (i.resolve(tokenboard_engine::Sym(*k)).to_string(), a.calls, a.total_tokens(), a.errors)).collect()
+        });
+        m.sort();
+        m
+    });
+    let (ts, s) = time(reps, || {
+        let mut st = db.prepare_cached("SELECT model, count(*), sum(input + cache_read + output + reasoning), sum(1 - success) FROM calls GROUP BY model ORDER BY model").expect("prepare");
+        st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64)))
+            .expect("query")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows")
+    });
+    assert_eq!(e, s, "per-model stats agree");
+    rows.push(("per-model stats, all data".into(), te, ts));
+
+    // 3. Top 10 keys by tokens, all data.
+    let (te, e) = time(reps, || {
+        let (top, _) = engine.top(Group::Key, all, 10, TopBy::Tokens);
+        engine.with_interner(|i| top.iter().map(|(k, a)| (i.resolve(tokenboard_engine::Sym(*k)).to_string(), a.total_tokens())).collect::<Vec<_>>())
+    });
+    let (ts, s) = time(reps, || {
+        let mut st = db.prepare_cached("SELECT key, sum(input + cache_read + output + reasoning) AS t FROM calls GROUP BY key ORDER BY t DESC LIMIT 10").expect("prepare");
+        st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).expect("query").collect::<Result<Vec<_>, _>>().expect("rows")
+    });
+    assert_eq!(e.iter().map(|x| x.1).collect::<Vec<_>>(), s.iter().map(|x| x.1).collect::<Vec<_>>(), "top keys agree");
+    rows.push(("top 10 keys by tokens".into(), te, ts));
+
+    // 4. 30-day hourly trend in Asia/Shanghai (UTC+8, no daylight saving: a fixed offset in SQL).
+    let trend_range = TimeRange::new(START_MS - 8 * 3_600_000, START_MS + 30 * DAY - 8 * 3_600_000);
+    let (te, e) = time(reps, || {
+        engine.trend(trend_range, Granularity::Hour, tz).expect("trend").iter().map(|b| b.agg.calls).collect::<Vec<_>>()
+    });
+    let (ts, s) = time(reps, || {
+        let mut st = db
+            .prepare_cached("SELECT (ts + 28800000) / 3600000 AS h, count(*) FROM calls WHERE ts >= ? AND ts < ? GROUP BY h ORDER BY h")
+            .expect("prepare");
+        let got: HashMap<i64, u64> = st
+            .query_map(params![trend_range.from_ms, trend_range.to_ms], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let first = (trend_range.from_ms + 28_800_000) / 3_600_000;
+        (0..720).map(|h| got.get(&(first + h)).copied().unwrap_or(0)).collect::<Vec<_>>()
+    });
+    assert_eq!(e, s, "hourly trends agree");
+    rows.push(("30-day hourly trend, Asia/Shanghai".into(), te, ts));
+
+    // 5. The newest 100 failed calls of one model.
+    let model = Workload::new(42, n).model_name(3).to_string();
+    let sym = engine.lookup(&model).expect("model seen");
+    let filter = LogFilter { model: Some(sym), status: Some(StatusFilter::Errors), ..LogFilter::default() };
+    let (te, e) = time(reps, || engine.logs(&filter, None, 100).events.iter().map(|e| e.seq as i64).collect::<Vec<_>>());
+    let (ts, s) = time(reps, || {
+        let mut st = db.prepare_cached("SELECT seq FROM calls WHERE model = ? AND success = 0 ORDER BY seq DESC LIMIT 100").expect("prepare");
+        st.query_map(params![model], |r| r.get::<_, i64>(0)).expect("query").collect::<Result<Vec<_>, _>>().expect("rows")
+    });
+    assert_eq!(e, s, "error pages agree");
+    rows.push(("newest 100 errors of one model".into(), te, ts));
+
+    let engine_heap = engine.status().heap_bytes;
+    let engine_bytes = engine.status().bytes_on_disk;
+    engine.close().expect("close");
+    drop(engine);
+    drop(db);
+    let sqlite_bytes = dir_bytes(tmp.path()) - dir_bytes(&engine_dir);
+
+    // 6. Cold start: open the store and answer the first totals query (page cache warm).
+    let t = Instant::now();
+    let (engine, _) = Engine::open(engine_opts()).expect("reopen");
+    let e = engine.summary(all).agg.calls;
+    let te = t.elapsed();
+    let t = Instant::now();
+    let db = Connection::open(&sqlite_path).expect("reopen sqlite");
+    let s: i64 = db.query_row("SELECT count(*) FROM calls WHERE ts >= ? AND ts < ?", params![all.from_ms, all.to_ms], |r| r.get(0)).expect("count");
+    let ts = t.elapsed();
+    assert_eq!(e, s as u64);
+    rows.push(("cold start: open + first totals".into(), te, ts));
+    let sqlite_high = unsafe { rusqlite::ffi::sqlite3_memory_highwater(0) };
+
+    println!("\nTokenboard vs SQLite ({}), {n} events, median of {reps} runs, answers checked equal\n", rusqlite::version());
+    println!("| question | Tokenboard | SQLite | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ingest | {:.2} M events/s | {:.3} M events/s | {:.0}× |",
+        rate(t_engine) / 1e6,
+        rate(t_sqlite) / 1e6,
+        t_sqlite.as_secs_f64() / t_engine.as_secs_f64()
+    );
+    for (name, te, ts) in &rows {
+        println!("| {name} | {} | {} | {:.0}× |", fmt(*te), fmt(*ts), ts.as_secs_f64() / te.as_secs_f64().max(1e-9));
+    }
+    println!("| disk per event | {:.1} B | {:.1} B | |", engine_bytes as f64 / n as f64, sqlite_bytes as f64 / n as f64);
+    println!("| memory | {:.1} MB heap of views and indexes | {:.1} MB SQLite high water | |", engine_heap as f64 / 1e6, sqlite_high as f64 / 1e6);
+}
