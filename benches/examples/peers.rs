@@ -4,9 +4,11 @@
 //!
 //! cargo run --release -p tokenboard-benches --example peers -- 1000000
 //!
-//! DuckDB and Postgres are not in this run yet.
+//! DuckDB runs from its Python package (`pip install duckdb`) on a CSV of the same events, when
+//! `python3 -c 'import duckdb'` works; otherwise its column is left out. Postgres is not in yet.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
@@ -43,10 +45,6 @@ fn fmt(d: Duration) -> String {
     }
 }
 
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p).map(|d| d.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()).unwrap_or(0)
-}
-
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let reps: usize = std::env::var("TB_PEERS_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
@@ -74,7 +72,10 @@ fn main() {
     )
     .expect("schema");
 
-    // Ingest: the same batches into each, timed separately.
+    // Ingest: the same batches into each, timed separately. The CSV (untimed) is DuckDB's input.
+    let csv_path = tmp.path().join("calls.csv");
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(&csv_path).expect("csv"));
+    writeln!(csv, "seq,ts,model,key,credential,provider,status,success,input,cache_read,output,reasoning,latency_ms,ttft_ms,stream").expect("csv");
     let mut w = Workload::new(42, n);
     let (mut t_engine, mut t_sqlite) = (Duration::ZERO, Duration::ZERO);
     let mut seq = 0i64;
@@ -116,9 +117,35 @@ fn main() {
         }
         tx.commit().expect("commit");
         t_sqlite += t.elapsed();
+        let first_seq = seq - batch.len() as i64;
+        for (i, e) in batch.iter().enumerate() {
+            use tokenboard_engine::Dim;
+            writeln!(
+                csv,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                first_seq + i as i64 + 1,
+                e.ts_ms,
+                e.dim(Dim::Model),
+                e.dim(Dim::Key),
+                e.dim(Dim::Credential),
+                e.dim(Dim::Provider),
+                e.status,
+                u8::from(e.success),
+                e.tokens.input_uncached,
+                e.tokens.cache_read,
+                e.tokens.output,
+                e.tokens.reasoning,
+                e.latency_ms,
+                e.ttft_ms.map(|t| t.to_string()).unwrap_or_default(),
+                u8::from(e.stream)
+            )
+            .expect("csv");
+        }
         left -= k as u64;
     }
     engine.sync().expect("sync");
+    csv.flush().expect("csv");
+    drop(csv);
     db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;").expect("checkpoint");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
 
@@ -141,6 +168,7 @@ fn main() {
         .expect("totals")
     });
     assert_eq!(e, s, "totals agree");
+    let totals_e = e;
     rows.push(("totals, last 7 days".into(), te, ts));
 
     // 2. Per-model stats, all data.
@@ -160,6 +188,7 @@ fn main() {
             .expect("rows")
     });
     assert_eq!(e, s, "per-model stats agree");
+    let models_e = e;
     rows.push(("per-model stats, all data".into(), te, ts));
 
     // 3. Top 10 keys by tokens, all data.
@@ -172,6 +201,7 @@ fn main() {
         st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).expect("query").collect::<Result<Vec<_>, _>>().expect("rows")
     });
     assert_eq!(e.iter().map(|x| x.1).collect::<Vec<_>>(), s.iter().map(|x| x.1).collect::<Vec<_>>(), "top keys agree");
+    let top_e: Vec<u64> = e.iter().map(|x| x.1).collect();
     rows.push(("top 10 keys by tokens".into(), te, ts));
 
     // 4. 30-day hourly trend in Asia/Shanghai (UTC+8, no daylight saving: a fixed offset in SQL).
@@ -192,6 +222,7 @@ fn main() {
         (0..720).map(|h| got.get(&(first + h)).copied().unwrap_or(0)).collect::<Vec<_>>()
     });
     assert_eq!(e, s, "hourly trends agree");
+    let trend_e = e;
     rows.push(("30-day hourly trend, Asia/Shanghai".into(), te, ts));
 
     // 5. The newest 100 failed calls of one model.
@@ -204,6 +235,7 @@ fn main() {
         st.query_map(params![model], |r| r.get::<_, i64>(0)).expect("query").collect::<Result<Vec<_>, _>>().expect("rows")
     });
     assert_eq!(e, s, "error pages agree");
+    let errors_e = e;
     rows.push(("newest 100 errors of one model".into(), te, ts));
 
     let engine_heap = engine.status().heap_bytes;
@@ -211,7 +243,7 @@ fn main() {
     engine.close().expect("close");
     drop(engine);
     drop(db);
-    let sqlite_bytes = dir_bytes(tmp.path()) - dir_bytes(&engine_dir);
+    let sqlite_bytes = ["calls.db", "calls.db-wal", "calls.db-shm"].iter().filter_map(|f| std::fs::metadata(tmp.path().join(f)).ok()).map(|m| m.len()).sum::<u64>();
 
     // 6. Cold start: open the store and answer the first totals query (page cache warm).
     let t = Instant::now();
@@ -226,18 +258,79 @@ fn main() {
     rows.push(("cold start: open + first totals".into(), te, ts));
     let sqlite_high = unsafe { rusqlite::ffi::sqlite3_memory_highwater(0) };
 
-    println!("\nTokenboard vs SQLite ({}), {n} events, median of {reps} runs, answers checked equal\n", rusqlite::version());
-    println!("| question | Tokenboard | SQLite | ratio |");
-    println!("|---|---|---|---|");
+    let duck = duckdb(&csv_path, tmp.path(), reps, last7, trend_range, &model);
+    // DuckDB's answers must be the same.
+    let duck_times: Option<Vec<Duration>> = duck.as_ref().map(|d| {
+        let q = |name: &str| &d["queries"][name];
+        let secs = |name: &str| Duration::from_secs_f64(q(name)["median_s"].as_f64().expect("time"));
+        let u = |v: &serde_json::Value| v.as_u64().expect("number");
+        let t = &q("totals")["rows"][0];
+        assert_eq!((u(&t[0]), u(&t[1])), totals_e, "DuckDB totals agree");
+        let m: Vec<(String, u64, u64, u64)> =
+            q("models")["rows"].as_array().expect("rows").iter().map(|r| (r[0].as_str().expect("model").to_string(), u(&r[1]), u(&r[2]), u(&r[3]))).collect();
+        assert_eq!(m, models_e, "DuckDB per-model stats agree");
+        let k: Vec<u64> = q("top_keys")["rows"].as_array().expect("rows").iter().map(|r| u(&r[1])).collect();
+        assert_eq!(k, top_e, "DuckDB top keys agree");
+        let hours: HashMap<i64, u64> = q("trend")["rows"].as_array().expect("rows").iter().map(|r| (r[0].as_i64().expect("hour"), u(&r[1]))).collect();
+        let first = (trend_range.from_ms + 28_800_000) / 3_600_000;
+        assert_eq!((0..720).map(|h| hours.get(&(first + h)).copied().unwrap_or(0)).collect::<Vec<_>>(), trend_e, "DuckDB trend agrees");
+        let errs: Vec<i64> = q("errors")["rows"].as_array().expect("rows").iter().map(|r| r[0].as_i64().expect("seq")).collect();
+        assert_eq!(errs, errors_e, "DuckDB error page agrees");
+        assert_eq!(u(&d["cold_count"]), n, "DuckDB cold count agrees");
+        vec![secs("totals"), secs("models"), secs("top_keys"), secs("trend"), secs("errors"), Duration::from_secs_f64(d["cold_s"].as_f64().expect("cold"))]
+    });
+
+    let peers = match &duck {
+        Some(d) => format!("SQLite {} and DuckDB {}", rusqlite::version(), d["version"].as_str().unwrap_or("?")),
+        None => format!("SQLite {} (DuckDB skipped: python3 with the duckdb package not found)", rusqlite::version()),
+    };
+    println!("\nTokenboard vs {peers}, {n} events, median of {reps} runs, answers checked equal\n");
+    println!("| question | Tokenboard | SQLite | ratio | DuckDB | ratio |");
+    println!("|---|---|---|---|---|---|");
+    let duck_load = duck.as_ref().map(|d| Duration::from_secs_f64(d["load_s"].as_f64().expect("load")));
     println!(
-        "| ingest | {:.2} M events/s | {:.3} M events/s | {:.0}× |",
+        "| ingest | {:.2} M events/s | {:.3} M events/s | {:.0}× | {} | {} |",
         rate(t_engine) / 1e6,
         rate(t_sqlite) / 1e6,
-        t_sqlite.as_secs_f64() / t_engine.as_secs_f64()
+        t_sqlite.as_secs_f64() / t_engine.as_secs_f64(),
+        duck_load.map(|d| format!("{:.2} M events/s (bulk CSV load)", rate(d) / 1e6)).unwrap_or_default(),
+        duck_load.map(|d| format!("{:.1}×", d.as_secs_f64() / t_engine.as_secs_f64())).unwrap_or_default(),
     );
-    for (name, te, ts) in &rows {
-        println!("| {name} | {} | {} | {:.0}× |", fmt(*te), fmt(*ts), ts.as_secs_f64() / te.as_secs_f64().max(1e-9));
+    for (i, (name, te, ts)) in rows.iter().enumerate() {
+        let td = duck_times.as_ref().map(|t| t[i]);
+        println!(
+            "| {name} | {} | {} | {:.0}× | {} | {} |",
+            fmt(*te),
+            fmt(*ts),
+            ts.as_secs_f64() / te.as_secs_f64().max(1e-9),
+            td.map(fmt).unwrap_or_default(),
+            td.map(|d| format!("{:.1}×", d.as_secs_f64() / te.as_secs_f64().max(1e-9))).unwrap_or_default()
+        );
     }
-    println!("| disk per event | {:.1} B | {:.1} B | |", engine_bytes as f64 / n as f64, sqlite_bytes as f64 / n as f64);
-    println!("| memory | {:.1} MB heap of views and indexes | {:.1} MB SQLite high water | |", engine_heap as f64 / 1e6, sqlite_high as f64 / 1e6);
+    let duck_bytes = duck.as_ref().map(|_| std::fs::metadata(tmp.path().join("calls.duckdb")).map(|m| m.len()).unwrap_or(0));
+    println!(
+        "| disk per event | {:.1} B | {:.1} B | | {} | |",
+        engine_bytes as f64 / n as f64,
+        sqlite_bytes as f64 / n as f64,
+        duck_bytes.map(|b| format!("{:.1} B", b as f64 / n as f64)).unwrap_or_default()
+    );
+    println!("| memory | {:.1} MB heap of views and indexes | {:.1} MB SQLite high water | | | |", engine_heap as f64 / 1e6, sqlite_high as f64 / 1e6);
+}
+
+/// Runs `benches/peers_duckdb.py` on the CSV; `None` when python3 or its duckdb package is missing.
+fn duckdb(csv: &std::path::Path, dir: &std::path::Path, reps: usize, last7: TimeRange, trend: TimeRange, model: &str) -> Option<serde_json::Value> {
+    let ok = std::process::Command::new("python3").args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        return None;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers_duckdb.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(csv)
+        .arg(dir.join("calls.duckdb"))
+        .args([reps.to_string(), last7.from_ms.to_string(), last7.to_ms.to_string(), trend.from_ms.to_string(), trend.to_ms.to_string(), model.to_string()])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "peers_duckdb.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).expect("JSON from peers_duckdb.py"))
 }
