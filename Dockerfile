@@ -23,6 +23,6 @@ ENV TOKENBOARD_DATA_DIR=/data TOKENBOARD_BIND=0.0.0.0
 VOLUME /data
 EXPOSE 8317
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=30s --timeout=3s CMD ["/bin/sh", "-c", "exec 3<>/dev/tcp/127.0.0.1/8317 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q '\"ok\"' <&3"]
+HEALTHCHECK --interval=30s --timeout=3s CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8317 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q '\"ok\"' <&3"]
 ENTRYPOINT ["/usr/local/bin/tokenboard"]
 CMD ["serve"]
