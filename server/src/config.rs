@@ -181,10 +181,11 @@ impl Config {
             fig = fig.merge(serde_saphyr::figment::Yaml::file_exact(path));
         }
         let known: Vec<&str> = ENV_KEYS.iter().map(|(k, _)| *k).collect();
-        fig = fig.merge(Env::raw().only(&known).map(|k| {
-            let key = ENV_KEYS.iter().find(|(e, _)| k == *e).map_or("", |(_, key)| *key);
-            key.into()
-        }));
+        // `only` keeps just the variables of ENV_KEYS, so every name passed to `map` has a key.
+        let env = Env::raw().only(&known).map(|name| {
+            ENV_KEYS.iter().find(|(var, _)| name == *var).map_or_else(|| name.into(), |(_, key)| (*key).into())
+        });
+        fig = fig.merge(env);
         let cfg: Config = fig.extract().map_err(|e| ConfigError(describe(e)))?;
         cfg.validate()?;
         Ok(cfg)

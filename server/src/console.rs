@@ -508,17 +508,7 @@ pub async fn logs(State(st): State<Shared>, Query(q): Query<Params>) -> Result<R
         let rows: Vec<LogRow> = st2.engine.with_interner(|i| page.events.iter().map(|e| log_row(e, i, &st2.keys, tz)).collect());
         (rows, page.next_cursor)
     };
-    Ok(axum::Json(json!({ "code": 0, "data": rows, "next_cursor": next.map(|c| c.to_string()) })).into_response_ok())
-}
-
-trait IntoOk {
-    fn into_response_ok(self) -> Response;
-}
-
-impl<T: Serialize> IntoOk for axum::Json<T> {
-    fn into_response_ok(self) -> Response {
-        axum::response::IntoResponse::into_response(self)
-    }
+    Ok(axum::response::IntoResponse::into_response(axum::Json(json!({ "code": 0, "data": rows, "next_cursor": next.map(|c| c.to_string()) }))))
 }
 
 /// Usage per client key id, all time, for the key list.

@@ -112,7 +112,7 @@ struct Inner {
     by_hash: HashMap<String, usize>,
     by_client_id: HashMap<String, usize>,
     /// Last authenticated API use since start, by key id.
-    used: HashMap<u64, Arc<AtomicI64>>,
+    used: HashMap<u64, AtomicI64>,
     next_id: u64,
     file: File,
 }
@@ -341,7 +341,7 @@ fn apply(keys: &mut Vec<KeyRecord>, rec: Record) {
 
 fn reindex(inner: &mut Inner) {
     for k in &inner.keys {
-        inner.used.entry(k.id).or_insert_with(|| Arc::new(AtomicI64::new(0)));
+        inner.used.entry(k.id).or_insert_with(|| AtomicI64::new(0));
     }
     let live: std::collections::HashSet<u64> = inner.keys.iter().map(|k| k.id).collect();
     inner.used.retain(|id, _| live.contains(id));

@@ -61,7 +61,10 @@ pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result
     let mut rx = st.live.tx.subscribe();
     st.metrics.stream_clients.fetch_add(1, Ordering::Relaxed);
     let guard = ClientGuard(st.clone());
-    let events = async_stream(move |yield_event| async move {
+    // The client task writes events into a small channel; the response streams it. A send fails
+    // once the client has gone, which ends the task.
+    let (out, rx_events) = tokio::sync::mpsc::channel::<Event>(8);
+    tokio::spawn(async move {
         let _guard = guard;
         let mut pending: std::collections::VecDeque<StoredEvent> = std::collections::VecDeque::new();
         let mut skipped = 0u64;
@@ -88,7 +91,7 @@ pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         st.metrics.stream_dropped.fetch_add(1, Ordering::Relaxed);
-                        let _ = yield_event(Event::default().event("dropped").data("{\"reason\":\"the client fell behind; reconnect\"}")).await;
+                        let _ = out.send(Event::default().event("dropped").data("{\"reason\":\"the client fell behind; reconnect\"}")).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -104,7 +107,7 @@ pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result
                         let doc = json!({ "rows": rows, "skipped": skipped });
                         pending.clear();
                         skipped = 0;
-                        if !yield_event(Event::default().event("logs").data(doc.to_string())).await {
+                        if out.send(Event::default().event("logs").data(doc.to_string())).await.is_err() {
                             return;
                         }
                     }
@@ -115,28 +118,13 @@ pub async fn stream(State(st): State<Shared>, Query(q): Query<Params>) -> Result
                         "error_count": s.agg.errors,
                         "last_seq": seq,
                     });
-                    if !yield_event(Event::default().event("totals").data(doc.to_string())).await {
+                    if out.send(Event::default().event("totals").data(doc.to_string())).await.is_err() {
                         return;
                     }
                 }
             }
         }
     });
+    let events = futures_util::stream::unfold(rx_events, |mut rx| async move { rx.recv().await.map(|ev| (Ok::<_, Infallible>(ev), rx)) });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
-}
-
-/// A stream fed by a task through a small channel: `yield_event` returns false once the client
-/// has gone.
-fn async_stream<F, Fut>(f: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(Box<dyn Fn(Event) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(8);
-    let send = Box::new(move |ev: Event| {
-        let tx = tx.clone();
-        Box::pin(async move { tx.send(ev).await.is_ok() }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-    });
-    tokio::spawn(f(send));
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ev| (Ok(ev), rx)) })
 }
