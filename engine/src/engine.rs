@@ -533,17 +533,7 @@ impl Engine {
                     .write(newest)
                     .open(&path)
                     .map_err(|e| Error::io("open", &path, e))?;
-                let mut head = [0u8; SEGMENT_HEADER_BYTES];
-                let header = match file.read_exact_at(&mut head, 0) {
-                    Ok(()) => SegmentHeader::decode(&head).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let header = match header {
-                    Ok(h) if h.base_seq == base => Ok(h),
-                    Ok(_) => Err("base sequence number does not match the file name".to_string()),
-                    Err(reason) => Err(reason),
-                };
-                let header = match header {
+                let header = match segment::read_header(&file, base) {
                     Ok(h) => h,
                     Err(reason) => {
                         // Keep the file for inspection, out of the way of the log.

@@ -733,6 +733,18 @@ fn resync(data: &[u8], from: usize, salt: u32, plausible: &dyn Fn(&FrameHeader) 
     None
 }
 
+/// Reads and checks the header of the segment file whose name gives `base`; the error is the
+/// reason it is unusable.
+pub fn read_header(file: &File, base: u64) -> Result<SegmentHeader, String> {
+    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+    file.read_exact_at(&mut head, 0).map_err(|e| e.to_string())?;
+    let h = SegmentHeader::decode(&head).map_err(|e| e.to_string())?;
+    if h.base_seq != base {
+        return Err("base sequence number does not match the file name".to_string());
+    }
+    Ok(h)
+}
+
 /// The end of the last data extent of `file` (holes and unwritten extents read as zeros), or its
 /// length when the file system cannot tell.
 pub fn data_end(file: &File, len: u64) -> u64 {

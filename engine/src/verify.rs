@@ -2,11 +2,9 @@
 //! way recovery scans it, but nothing is cut, moved or rewritten.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::interner::Interner;
 use crate::segment::{self, ScanBounds, ScanIssue, Segment};
 
@@ -62,18 +60,8 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(usize, usize, &Path)) -> Resu
         let file = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
         let mut check = SegmentCheck { path: path.clone(), base_seq: base, events: 0, bytes: len, bad_header: None, issues: Vec::new() };
-        let mut head = [0u8; SEGMENT_HEADER_BYTES];
-        let header = match file.read_exact_at(&mut head, 0) {
-            Ok(()) => SegmentHeader::decode(&head).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let header = match header {
-            Ok(h) if h.base_seq == base => h,
-            Ok(_) => {
-                check.bad_header = Some("base sequence number does not match the file name".into());
-                report.segments.push(check);
-                continue;
-            }
+        let header = match segment::read_header(&file, base) {
+            Ok(h) => h,
             Err(reason) => {
                 check.bad_header = Some(reason);
                 report.segments.push(check);
