@@ -363,6 +363,8 @@ const MINUTE_RUNS_MAX: usize = 512;
 const QUARTER_RUNS_MAX: usize = 128;
 /// A day total's histogram is kept dense above this many entries.
 const DAY_RUNS_MAX: usize = 256;
+/// Likewise an hour total's.
+const HOUR_RUNS_MAX: usize = 256;
 
 /// The totals of a UTC quarter hour.
 #[derive(PartialEq)]
@@ -383,6 +385,9 @@ struct HourSlot {
     keys: HourKeys,
     /// `Views::applies` when last touched (a cache).
     last_touch: u64,
+    /// The sum of the hour's quarters, computed when the hour freezes and dropped by any write
+    /// (a cache: hourly trends then read one histogram per hour, not four).
+    total: Option<Box<QuarterSlot>>,
 }
 
 impl PartialEq for HourSlot {
@@ -451,9 +456,23 @@ impl DayBlock {
             return;
         }
         self.add_minute_slots(a, q_a * MINUTES_PER_QUARTER, agg, hist);
-        for slot in self.quarters[q_a..q_b].iter().flatten() {
-            agg.merge(&slot.agg);
-            slot.hist.add_to(hist);
+        let mut q = q_a;
+        while q < q_b {
+            // A whole frozen hour: its total.
+            if q.is_multiple_of(QUARTERS_PER_HOUR)
+                && q + QUARTERS_PER_HOUR <= q_b
+                && let Some(total) = self.hours[q / QUARTERS_PER_HOUR].as_ref().and_then(|h| h.total.as_ref())
+            {
+                agg.merge(&total.agg);
+                total.hist.add_to(hist);
+                q += QUARTERS_PER_HOUR;
+                continue;
+            }
+            if let Some(slot) = &self.quarters[q] {
+                agg.merge(&slot.agg);
+                slot.hist.add_to(hist);
+            }
+            q += 1;
         }
         self.add_minute_slots(q_b * MINUTES_PER_QUARTER, b, agg, hist);
     }
@@ -507,6 +526,7 @@ impl DayBlock {
         }
         for slot in self.hours.iter().flatten() {
             bytes += size_of::<HourSlot>() + slot.keys.heap_bytes();
+            bytes += slot.total.as_ref().map_or(0, |t| size_of::<QuarterSlot>() + t.hist.heap_bytes());
             bytes += slot.groups.iter().map(|g| g.heap_bytes()).sum::<usize>();
         }
         bytes += self.total.as_ref().map_or(0, |t| size_of::<QuarterSlot>() + t.hist.heap_bytes());
@@ -515,16 +535,21 @@ impl DayBlock {
 
     /// Sums the quarters into `total`.
     fn compute_total(&mut self) {
-        let mut agg = AggCell::default();
-        let mut hist = [0u64; KEYS];
-        for slot in self.quarters.iter().flatten() {
-            agg.merge(&slot.agg);
-            slot.hist.add_to(&mut hist);
-        }
-        let mut total = SlotHist::Dense(Box::new(hist));
-        total.compact(DAY_RUNS_MAX);
-        self.total = Some(Box::new(QuarterSlot { agg, hist: total }));
+        self.total = Some(sum_quarters(&self.quarters, DAY_RUNS_MAX));
     }
+}
+
+/// The sum of some quarters, its histogram compacted to at most `runs_max` entries.
+fn sum_quarters(quarters: &[Option<Box<QuarterSlot>>], runs_max: usize) -> Box<QuarterSlot> {
+    let mut agg = AggCell::default();
+    let mut hist = [0u64; KEYS];
+    for slot in quarters.iter().flatten() {
+        agg.merge(&slot.agg);
+        slot.hist.add_to(&mut hist);
+    }
+    let mut total = SlotHist::Dense(Box::new(hist));
+    total.compact(runs_max);
+    Box::new(QuarterSlot { agg, hist: total })
 }
 
 /// Removals from a frozen hour with more cells than this in some group thaw it first.
@@ -707,6 +732,7 @@ impl Views {
                         frozen: false,
                         keys: HourKeys::default(),
                         last_touch: now,
+                        total: None,
                     }));
                     turned_hot.push(HotPeriod::Hour(hour_index));
                 }
@@ -733,6 +759,9 @@ impl Views {
         self.apply_day_move(outcome.to_day, &mut turned_hot);
         let block = &mut self.days[pos];
         block.total = None;
+        if let Some(slot) = &mut block.hours[hour] {
+            slot.total = None;
+        }
         if outcome.direct || sign == Sign::Sub {
             if block.apply_key(key, &key_delta, sign) {
                 turned_hot.push(HotPeriod::Day(day));
@@ -950,8 +979,12 @@ impl Views {
                         }
                     }
                     let quarters = hour * QUARTERS_PER_HOUR..(hour + 1) * QUARTERS_PER_HOUR;
-                    for slot in block.quarters[quarters].iter_mut().flatten() {
+                    for slot in block.quarters[quarters.clone()].iter_mut().flatten() {
                         slot.hist.compact(QUARTER_RUNS_MAX);
+                    }
+                    let total = sum_quarters(&block.quarters[quarters], HOUR_RUNS_MAX);
+                    if let Some(slot) = &mut block.hours[hour] {
+                        slot.total = Some(total);
                     }
                     for slot in block.minutes[hour * 60..(hour + 1) * 60].iter_mut().flatten() {
                         slot.hist.shrink_to_fit();
@@ -1051,12 +1084,12 @@ impl Views {
             let mut summary = Summary::default();
             if m_lo < m_hi {
                 let mut agg = AggCell::default();
-                dense.clear();
                 self.add_minute_range(m_lo, m_hi, &mut agg, &mut dense.0);
+                let (latency, ttft) = dense.take();
                 if agg.calls() > 0 {
                     summary.agg = agg.to_agg();
-                    summary.latency = dense.latency();
-                    summary.ttft = dense.ttft();
+                    summary.latency = latency;
+                    summary.ttft = ttft;
                 }
             }
             out.push(summary);
@@ -2381,6 +2414,35 @@ mod tests {
         assert_eq!(views.breakdown(Group::Model, ragged, &mut scan), naive_breakdown(&events, Group::Model, ragged));
         assert_eq!(scan.ranges.len(), 2);
         assert!(scan.ranges.iter().all(|r| r.to_ms - r.from_ms <= HOUR && ragged.contains(r.from_ms)));
+    }
+
+    #[test]
+    fn frozen_hours_answer_hourly_trends_from_their_totals_until_written_again() {
+        let start = utc(2024, 5, 1, 0, 0, 0);
+        let mut events: Vec<StoredEvent> =
+            (0..3000).map(|i| simple(i, start + i as i64 * 61_001, i as u32 % 50, (i as u32 * 37) % 9000)).collect();
+        let mut views = build(&events);
+        let range = TimeRange::new(start - 8 * HOUR, start + 2 * DAY - 8 * HOUR);
+        let shanghai = tz("Asia/Shanghai");
+        let frozen_with_total = |v: &Views| {
+            v.days.iter().flat_map(|d| d.hours.iter().flatten()).filter(|h| h.frozen && h.total.is_some()).count()
+        };
+        let totals_before = frozen_with_total(&views);
+        assert!(totals_before > 24, "idle hours froze with totals: {totals_before}");
+        let mut scan = VecScan::new(&events);
+        assert_eq!(views.trend(range, Granularity::Hour, shanghai, &mut scan).unwrap(), naive_trend(&events, range, Granularity::Hour, shanghai).unwrap());
+
+        // A late event and a removal in frozen hours drop their totals; answers stay exact.
+        let late = simple(3000, start + 3 * HOUR + 5 * MIN, 7, 65_000);
+        views.apply(&late, Sign::Add);
+        events.push(late);
+        let gone = events.swap_remove(100);
+        views.apply(&gone, Sign::Sub);
+        assert_eq!(frozen_with_total(&views), totals_before - 2);
+        let mut scan = VecScan::new(&events);
+        assert_eq!(views.trend(range, Granularity::Hour, shanghai, &mut scan).unwrap(), naive_trend(&events, range, Granularity::Hour, shanghai).unwrap());
+        let day = TimeRange::new(start, start + DAY);
+        assert_eq!(views.summary(day, &mut scan), naive_summary(&events, day));
     }
 
     /// Skewed keys, as real gateways see them: key k makes about 40 / (k + 1) calls an hour.

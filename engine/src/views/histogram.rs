@@ -120,14 +120,21 @@ impl Histogram {
         self.count = self.count.saturating_add(other.count);
     }
 
-    /// Builds a histogram from dense counters (`BINS` of them).
-    pub(crate) fn from_counts(counts: &[u64]) -> Histogram {
+    /// The histogram of dense bin counts, leaving `counts` zero.
+    pub(crate) fn take_counts(counts: &mut [u64]) -> Histogram {
         debug_assert_eq!(counts.len(), BINS);
-        let (Some(lo), Some(hi)) = (counts.iter().position(|c| *c != 0), counts.iter().rposition(|c| *c != 0)) else {
-            return Histogram::default();
-        };
-        let count = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
-        Histogram { first: lo, counts: counts[lo..=hi].to_vec(), count }
+        // Eight bins at a time: most of the range is empty (latencies over a minute are rare).
+        const W: usize = 8;
+        let any = |c: &[u64]| c.iter().fold(0, |a, &x| a | x) != 0;
+        let Some(lo_chunk) = counts.chunks(W).position(any) else { return Histogram::default() };
+        let hi_chunk = counts.chunks(W).rposition(any).unwrap_or(lo_chunk);
+        let lo = lo_chunk * W + counts[lo_chunk * W..].iter().position(|c| *c != 0).unwrap_or(0);
+        let hi = counts[..((hi_chunk + 1) * W).min(counts.len())].iter().rposition(|c| *c != 0).unwrap_or(lo);
+        let span = &mut counts[lo..=hi];
+        let count = span.iter().fold(0u64, |a, &c| a.saturating_add(c));
+        let h = Histogram { first: lo, counts: span.to_vec(), count };
+        span.fill(0);
+        h
     }
 
     pub fn count(&self) -> u64 {
@@ -190,16 +197,11 @@ impl DenseKeys {
         DenseKeys(Box::new([0; KEYS]))
     }
 
-    pub fn clear(&mut self) {
-        self.0.fill(0);
-    }
-
-    pub fn latency(&self) -> Histogram {
-        Histogram::from_counts(&self.0[..BINS])
-    }
-
-    pub fn ttft(&self) -> Histogram {
-        Histogram::from_counts(&self.0[BINS..])
+    /// The latency and TTFT histograms, leaving the counters zero again (cheaper than reading
+    /// and then clearing: only the span between the first and last non-zero bin is touched).
+    pub fn take(&mut self) -> (Histogram, Histogram) {
+        let (latency, ttft) = self.0.split_at_mut(BINS);
+        (Histogram::take_counts(latency), Histogram::take_counts(ttft))
     }
 }
 
