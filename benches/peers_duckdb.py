@@ -42,6 +42,7 @@ QUERIES = {
 
 out = {"version": duckdb.__version__, "load_s": load_s, "queries": {}}
 for name, (sql, params) in QUERIES.items():
+    con.execute(sql, params).fetchall()  # warm-up, untimed (as for every engine)
     times = []
     rows = None
     for _ in range(reps):

@@ -4,8 +4,9 @@
 //!
 //! cargo run --release -p tokenboard-benches --example peers -- 1000000
 //!
-//! DuckDB runs from its Python package (`pip install duckdb`) on a CSV of the same events, when
-//! `python3 -c 'import duckdb'` works; otherwise its column is left out. Postgres is not in yet.
+//! DuckDB (`pip install duckdb`) and Postgres (`pip install "psycopg[binary]"` and Debian's
+//! `postgresql` package) run from Python scripts next to this crate on a CSV of the same events;
+//! a peer whose Python package is missing is left out of the table.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,8 +23,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Runs `f` `n` times and returns the median time and the last answer.
+/// Runs `f` once untimed (a warm-up, as every peer gets), then `n` times; returns the median
+/// time and the last answer.
 fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    f();
     let mut times = Vec::with_capacity(n);
     let mut last = None;
     for _ in 0..n {
@@ -258,79 +261,122 @@ fn main() {
     rows.push(("cold start: open + first totals".into(), te, ts));
     let sqlite_high = unsafe { rusqlite::ffi::sqlite3_memory_highwater(0) };
 
-    let duck = duckdb(&csv_path, tmp.path(), reps, last7, trend_range, &model);
-    // DuckDB's answers must be the same.
-    let duck_times: Option<Vec<Duration>> = duck.as_ref().map(|d| {
-        let q = |name: &str| &d["queries"][name];
-        let secs = |name: &str| Duration::from_secs_f64(q(name)["median_s"].as_f64().expect("time"));
-        let u = |v: &serde_json::Value| v.as_u64().expect("number");
-        let t = &q("totals")["rows"][0];
-        assert_eq!((u(&t[0]), u(&t[1])), totals_e, "DuckDB totals agree");
-        let m: Vec<(String, u64, u64, u64)> =
-            q("models")["rows"].as_array().expect("rows").iter().map(|r| (r[0].as_str().expect("model").to_string(), u(&r[1]), u(&r[2]), u(&r[3]))).collect();
-        assert_eq!(m, models_e, "DuckDB per-model stats agree");
-        let k: Vec<u64> = q("top_keys")["rows"].as_array().expect("rows").iter().map(|r| u(&r[1])).collect();
-        assert_eq!(k, top_e, "DuckDB top keys agree");
-        let hours: HashMap<i64, u64> = q("trend")["rows"].as_array().expect("rows").iter().map(|r| (r[0].as_i64().expect("hour"), u(&r[1]))).collect();
-        let first = (trend_range.from_ms + 28_800_000) / 3_600_000;
-        assert_eq!((0..720).map(|h| hours.get(&(first + h)).copied().unwrap_or(0)).collect::<Vec<_>>(), trend_e, "DuckDB trend agrees");
-        let errs: Vec<i64> = q("errors")["rows"].as_array().expect("rows").iter().map(|r| r[0].as_i64().expect("seq")).collect();
-        assert_eq!(errs, errors_e, "DuckDB error page agrees");
-        assert_eq!(u(&d["cold_count"]), n, "DuckDB cold count agrees");
-        vec![secs("totals"), secs("models"), secs("top_keys"), secs("trend"), secs("errors"), Duration::from_secs_f64(d["cold_s"].as_f64().expect("cold"))]
-    });
+    // The peers driven from Python read the same CSV; their answers must be the same.
+    let answers = Answers { totals: totals_e, models: models_e, top: top_e, trend: trend_e, errors: errors_e, n };
+    let args = PeerArgs { csv: &csv_path, dir: tmp.path(), reps, last7, trend: trend_range, model: &model };
+    let peers: Vec<Peer> = [("DuckDB", "duckdb", "peers_duckdb.py", "calls.duckdb"), ("Postgres", "psycopg", "peers_postgres.py", "postgres")]
+        .into_iter()
+        .filter_map(|(name, module, script, out)| {
+            let v = python_peer(module, script, &args, out)?;
+            let times = answers.check(name, &v, trend_range);
+            let disk = v["disk_bytes"].as_u64().or_else(|| std::fs::metadata(tmp.path().join(out)).ok().map(|m| m.len()));
+            Some(Peer { name, version: v["version"].as_str().unwrap_or("?").to_string(), load: Duration::from_secs_f64(v["load_s"].as_f64().expect("load")), times, disk })
+        })
+        .collect();
 
-    let peers = match &duck {
-        Some(d) => format!("SQLite {} and DuckDB {}", rusqlite::version(), d["version"].as_str().unwrap_or("?")),
-        None => format!("SQLite {} (DuckDB skipped: python3 with the duckdb package not found)", rusqlite::version()),
-    };
-    println!("\nTokenboard vs {peers}, {n} events, median of {reps} runs, answers checked equal\n");
-    println!("| question | Tokenboard | SQLite | ratio | DuckDB | ratio |");
-    println!("|---|---|---|---|---|---|");
-    let duck_load = duck.as_ref().map(|d| Duration::from_secs_f64(d["load_s"].as_f64().expect("load")));
-    println!(
-        "| ingest | {:.2} M events/s | {:.3} M events/s | {:.0}× | {} | {} |",
-        rate(t_engine) / 1e6,
-        rate(t_sqlite) / 1e6,
-        t_sqlite.as_secs_f64() / t_engine.as_secs_f64(),
-        duck_load.map(|d| format!("{:.2} M events/s (bulk CSV load)", rate(d) / 1e6)).unwrap_or_default(),
-        duck_load.map(|d| format!("{:.1}×", d.as_secs_f64() / t_engine.as_secs_f64())).unwrap_or_default(),
-    );
-    for (i, (name, te, ts)) in rows.iter().enumerate() {
-        let td = duck_times.as_ref().map(|t| t[i]);
-        println!(
-            "| {name} | {} | {} | {:.0}× | {} | {} |",
-            fmt(*te),
-            fmt(*ts),
-            ts.as_secs_f64() / te.as_secs_f64().max(1e-9),
-            td.map(fmt).unwrap_or_default(),
-            td.map(|d| format!("{:.1}×", d.as_secs_f64() / te.as_secs_f64().max(1e-9))).unwrap_or_default()
-        );
+    let names: Vec<String> = peers.iter().map(|p| format!("{} {}", p.name, p.version)).collect();
+    println!("\nTokenboard vs SQLite {}{}{}, {n} events, median of {reps} runs, answers checked equal\n", rusqlite::version(), if names.is_empty() { "" } else { ", " }, names.join(", "));
+    if peers.len() < 2 {
+        println!("(a peer is left out when python3 lacks its package: pip install duckdb 'psycopg[binary]'; Postgres also needs apt-get install postgresql)\n");
     }
-    let duck_bytes = duck.as_ref().map(|_| std::fs::metadata(tmp.path().join("calls.duckdb")).map(|m| m.len()).unwrap_or(0));
-    println!(
-        "| disk per event | {:.1} B | {:.1} B | | {} | |",
-        engine_bytes as f64 / n as f64,
-        sqlite_bytes as f64 / n as f64,
-        duck_bytes.map(|b| format!("{:.1} B", b as f64 / n as f64)).unwrap_or_default()
-    );
-    println!("| memory | {:.1} MB heap of views and indexes | {:.1} MB SQLite high water | | | |", engine_heap as f64 / 1e6, sqlite_high as f64 / 1e6);
+    let mut head = "| question | Tokenboard | SQLite | ratio |".to_string();
+    let mut rule = "|---|---|---|---|".to_string();
+    for p in &peers {
+        head += &format!(" {} | ratio |", p.name);
+        rule += "---|---|";
+    }
+    println!("{head}\n{rule}");
+    let ratio = |peer: f64, ours: f64| {
+        let r = peer / ours.max(1e-9);
+        if r >= 10.0 { format!("{r:.0}×") } else { format!("{r:.2}×") }
+    };
+    let mut line = format!("| ingest | {:.2} M events/s | {:.3} M events/s | {} |", rate(t_engine) / 1e6, rate(t_sqlite) / 1e6, ratio(t_sqlite.as_secs_f64(), t_engine.as_secs_f64()));
+    for p in &peers {
+        line += &format!(" {:.3} M events/s | {} |", rate(p.load) / 1e6, ratio(p.load.as_secs_f64(), t_engine.as_secs_f64()));
+    }
+    println!("{line}");
+    for (i, (name, te, ts)) in rows.iter().enumerate() {
+        let mut line = format!("| {name} | {} | {} | {} |", fmt(*te), fmt(*ts), ratio(ts.as_secs_f64(), te.as_secs_f64()));
+        for p in &peers {
+            line += &format!(" {} | {} |", fmt(p.times[i]), ratio(p.times[i].as_secs_f64(), te.as_secs_f64()));
+        }
+        println!("{line}");
+    }
+    let mut line = format!("| disk per event | {:.1} B | {:.1} B | |", engine_bytes as f64 / n as f64, sqlite_bytes as f64 / n as f64);
+    for p in &peers {
+        line += &format!(" {} | |", p.disk.map(|b| format!("{:.1} B", b as f64 / n as f64)).unwrap_or_default());
+    }
+    println!("{line}");
+    println!("| memory | {:.1} MB heap of views and indexes | {:.1} MB SQLite high water | |{} ", engine_heap as f64 / 1e6, sqlite_high as f64 / 1e6, " | |".repeat(peers.len()));
 }
 
-/// Runs `benches/peers_duckdb.py` on the CSV; `None` when python3 or its duckdb package is missing.
-fn duckdb(csv: &std::path::Path, dir: &std::path::Path, reps: usize, last7: TimeRange, trend: TimeRange, model: &str) -> Option<serde_json::Value> {
-    let ok = std::process::Command::new("python3").args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
+/// The engine's answers, which every peer must give too.
+struct Answers {
+    totals: (u64, u64),
+    models: Vec<(String, u64, u64, u64)>,
+    top: Vec<u64>,
+    trend: Vec<u64>,
+    errors: Vec<i64>,
+    n: u64,
+}
+
+impl Answers {
+    /// Asserts a peer's answers (JSON from its script) equal these; returns its times in the
+    /// order of the table's rows.
+    fn check(&self, name: &str, d: &serde_json::Value, trend_range: TimeRange) -> Vec<Duration> {
+        let q = |query: &str| &d["queries"][query];
+        let secs = |query: &str| Duration::from_secs_f64(q(query)["median_s"].as_f64().expect("time"));
+        let u = |v: &serde_json::Value| v.as_u64().expect("number");
+        let t = &q("totals")["rows"][0];
+        assert_eq!((u(&t[0]), u(&t[1])), self.totals, "{name} totals agree");
+        let m: Vec<(String, u64, u64, u64)> =
+            q("models")["rows"].as_array().expect("rows").iter().map(|r| (r[0].as_str().expect("model").to_string(), u(&r[1]), u(&r[2]), u(&r[3]))).collect();
+        assert_eq!(m, self.models, "{name} per-model stats agree");
+        let k: Vec<u64> = q("top_keys")["rows"].as_array().expect("rows").iter().map(|r| u(&r[1])).collect();
+        assert_eq!(k, self.top, "{name} top keys agree");
+        let hours: HashMap<i64, u64> = q("trend")["rows"].as_array().expect("rows").iter().map(|r| (r[0].as_i64().expect("hour"), u(&r[1]))).collect();
+        let first = (trend_range.from_ms + 28_800_000) / 3_600_000;
+        assert_eq!((0..720).map(|h| hours.get(&(first + h)).copied().unwrap_or(0)).collect::<Vec<_>>(), self.trend, "{name} trend agrees");
+        let errs: Vec<i64> = q("errors")["rows"].as_array().expect("rows").iter().map(|r| r[0].as_i64().expect("seq")).collect();
+        assert_eq!(errs, self.errors, "{name} error page agrees");
+        assert_eq!(u(&d["cold_count"]), self.n, "{name} cold count agrees");
+        vec![secs("totals"), secs("models"), secs("top_keys"), secs("trend"), secs("errors"), Duration::from_secs_f64(d["cold_s"].as_f64().expect("cold"))]
+    }
+}
+
+struct PeerArgs<'a> {
+    csv: &'a std::path::Path,
+    dir: &'a std::path::Path,
+    reps: usize,
+    last7: TimeRange,
+    trend: TimeRange,
+    model: &'a str,
+}
+
+struct Peer {
+    name: &'static str,
+    version: String,
+    load: Duration,
+    times: Vec<Duration>,
+    disk: Option<u64>,
+}
+
+/// Runs `benches/SCRIPT` on the CSV (its output file or directory `out` under the temp dir);
+/// `None` when python3 or its `module` is missing.
+fn python_peer(module: &str, script: &str, a: &PeerArgs, out: &str) -> Option<serde_json::Value> {
+    let ok = std::process::Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success());
     if !ok {
         return None;
     }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers_duckdb.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(csv)
-        .arg(dir.join("calls.duckdb"))
-        .args([reps.to_string(), last7.from_ms.to_string(), last7.to_ms.to_string(), trend.from_ms.to_string(), trend.to_ms.to_string(), model.to_string()])
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let (l, t) = (a.last7, a.trend);
+    let res = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(a.csv)
+        .arg(a.dir.join(out))
+        .args([a.reps.to_string(), l.from_ms.to_string(), l.to_ms.to_string(), t.from_ms.to_string(), t.to_ms.to_string(), a.model.to_string()])
         .output()
         .expect("run python3");
-    assert!(out.status.success(), "peers_duckdb.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    Some(serde_json::from_slice(&out.stdout).expect("JSON from peers_duckdb.py"))
+    assert!(res.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&res.stderr));
+    Some(serde_json::from_slice(&res.stdout).expect("JSON from the peer script"))
 }
