@@ -1,5 +1,6 @@
 //! Builds (once) the benchmark dataset of `TB_BENCH_EVENTS` events, opens it and prints the time
-//! to rebuild, bytes on disk per event and where the heap goes.
+//! to rebuild, bytes on disk per event and where the heap goes; then the time to save the state
+//! at close and to open again from it.
 //!
 //! `cargo run --release -p tokenboard-benches --example dataset_status`
 
@@ -24,4 +25,27 @@ fn main() {
     for (what, b) in [("views", h.views), ("bitmaps", h.bitmaps), ("blocks and dicts", h.blocks_and_dicts), ("interner", h.interner), ("dedup", h.dedup)] {
         println!("  {what:<17} {:>7.1} MB ({:.2} MB per 1M events)", b as f64 / 1e6, per_m(b));
     }
+    drop(e);
+
+    // The saved state: written by a clean close, loaded by the next open (then deleted).
+    let mut o = bench_options(&dir);
+    o.save_state = true;
+    let (e, _) = Engine::open(o.clone()).expect("open dataset");
+    let start = Instant::now();
+    e.close().expect("close");
+    let save = start.elapsed();
+    drop(e);
+    let saved_bytes = std::fs::metadata(dir.join("state.saved")).map(|m| m.len()).unwrap_or(0);
+    let start = Instant::now();
+    let (e, report) = Engine::open(o).expect("open dataset");
+    let first = e.summary(tokenboard_engine::TimeRange::ALL).agg.calls;
+    let load = start.elapsed();
+    assert!(report.restored, "the saved state was not used");
+    assert_eq!(first, n);
+    println!(
+        "saved state: {:.1} MB ({:.1} B per event), written at close in {save:.2?}; open from it + first totals {load:.2?}",
+        saved_bytes as f64 / 1e6,
+        saved_bytes as f64 / n as f64
+    );
+    drop(e);
 }

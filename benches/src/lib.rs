@@ -159,5 +159,7 @@ pub fn bench_options(dir: &std::path::Path) -> tokenboard_engine::EngineOptions 
     let mut o = tokenboard_engine::EngineOptions::new(dir);
     o.retention = tokenboard_engine::Retention::none();
     o.segment_age_max_ms = 365 * 86_400_000;
+    // The rebuild figures are of a rebuild: no state saved at close to load instead.
+    o.save_state = false;
     o
 }

@@ -29,6 +29,7 @@ use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, 
 use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
 use crate::rollup::{self, Rollups};
+use crate::saved;
 use crate::index::SegmentIndex;
 use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
 use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, TrendBucket, Views};
@@ -134,6 +135,9 @@ pub struct EngineOptions {
     /// How often a background thread enforces retention (`cleanup_interval`; default 1 h).
     /// `None`: only when `Engine::enforce_retention` is called.
     pub retention_interval_ms: Option<u64>,
+    /// Save the in-memory state at `close`, so the next open loads it instead of rebuilding it
+    /// from the log (default true; see the `saved` module).
+    pub save_state: bool,
     #[doc(hidden)]
     pub faults: Option<Arc<IoFaults>>,
     /// Wall clock in UTC ms; replaceable for tests.
@@ -172,6 +176,7 @@ impl EngineOptions {
             subscriber_queue_max: 1024,
             batch_events_max: 100_000,
             retention_interval_ms: Some(3_600_000),
+            save_state: true,
             faults: None,
             clock: Arc::new(system_clock_ms),
         }
@@ -232,6 +237,8 @@ pub struct RecoveryReport {
     pub issues: Vec<RecoveryIssue>,
     /// Whether the previous run closed cleanly.
     pub clean_shutdown: bool,
+    /// Whether the state saved at that clean shutdown was loaded instead of rebuilding it.
+    pub restored: bool,
 }
 
 impl RecoveryReport {
@@ -465,7 +472,7 @@ impl Engine {
         for entry in fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
             let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".seg.tmp") || name.ends_with(".deleted") || name == "rollups.tmp" {
+            if name.ends_with(".seg.tmp") || name.ends_with(".deleted") || name == "rollups.tmp" || name == saved::TMP_FILE {
                 let p = entry.path();
                 fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
                 report.issues.push(RecoveryIssue { segment: p, kind: RecoveryIssueKind::LeftoverRemoved });
@@ -484,140 +491,155 @@ impl Engine {
         }
         rollup::sync_dir(&dir)?;
 
-        let mut interner = Interner::new();
-        let mut dedup = Dedup::default();
-        let mut loaded: Vec<Segment> = Vec::new();
-        let mut live_file: Option<Arc<File>> = None;
-        let mut last_seq = rollups.folded_through_seq;
-        let dedup_cutoff = now - opts.dedup_window_ms - opts.segment_age_max_ms;
-        // Rebuild on three threads: this one reads, checks and decodes frames; one folds the
-        // decoded events into the views; one builds each segment's bitmaps.
-        let views = std::thread::scope(|scope| -> Result<Views> {
-            let (to_views, chunks) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
-            // Emptied chunks come back, so the reader does not allocate (and the kernel zero)
-            // fresh pages for every chunk.
-            let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(6);
-            let folder = scope.spawn(move || {
-                let mut views = Views::new();
-                for mut chunk in chunks {
-                    for ev in &chunk {
-                        views.apply(ev, Sign::Add);
+        // The state saved at a clean shutdown, if it still describes the log; else a rebuild.
+        let saved_path = dir.join(saved::FILE);
+        let saved_state: Option<OwnedSaved> = if report.clean_shutdown && opts.save_state { saved::read(&saved_path) } else { None };
+        match fs::remove_file(&saved_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &saved_path, e)),
+            _ => {}
+        }
+        let restored = saved_state.and_then(|s| restore(&opts, &bases, &rollups, s));
+        report.restored = restored.is_some();
+        let (mut loaded, live_file, interner, dedup, last_seq, views) = if let Some(r) = restored {
+            report.events = r.loaded.iter().map(|s| s.n_events).sum();
+            (r.loaded, Some(r.live_file), r.interner, r.dedup, r.last_seq, r.views)
+        } else {
+            let mut interner = Interner::new();
+            let mut dedup = Dedup::default();
+            let mut loaded: Vec<Segment> = Vec::new();
+            let mut live_file: Option<Arc<File>> = None;
+            let mut last_seq = rollups.folded_through_seq;
+            let dedup_cutoff = now - opts.dedup_window_ms - opts.segment_age_max_ms;
+            // Rebuild on three threads: this one reads, checks and decodes frames; one folds the
+            // decoded events into the views; one builds each segment's bitmaps.
+            let views = std::thread::scope(|scope| -> Result<Views> {
+                let (to_views, chunks) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(4);
+                // Emptied chunks come back, so the reader does not allocate (and the kernel zero)
+                // fresh pages for every chunk.
+                let (recycle, recycled) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(6);
+                let folder = scope.spawn(move || {
+                    let mut views = Views::new();
+                    for mut chunk in chunks {
+                        for ev in &chunk {
+                            views.apply(ev, Sign::Add);
+                        }
+                        chunk.clear();
+                        let _ = recycle.try_send(chunk);
                     }
-                    chunk.clear();
-                    let _ = recycle.try_send(chunk);
-                }
-                views
-            });
-            let (to_indexer, index_work) = std::sync::mpsc::sync_channel::<IndexWork>(4);
-            let (built, built_indexes) = std::sync::mpsc::sync_channel::<SegmentIndex>(1);
-            let indexer = scope.spawn(move || {
-                let mut index = SegmentIndex::default();
-                for work in index_work {
-                    match work {
-                        IndexWork::Entries(entries) => entries.into_iter().for_each(|e| index.add_entry(e)),
-                        IndexWork::Finish => {
-                            if built.send(std::mem::take(&mut index)).is_err() {
-                                return;
+                    views
+                });
+                let (to_indexer, index_work) = std::sync::mpsc::sync_channel::<IndexWork>(4);
+                let (built, built_indexes) = std::sync::mpsc::sync_channel::<SegmentIndex>(1);
+                let indexer = scope.spawn(move || {
+                    let mut index = SegmentIndex::default();
+                    for work in index_work {
+                        match work {
+                            IndexWork::Entries(entries) => entries.into_iter().for_each(|e| index.add_entry(e)),
+                            IndexWork::Finish => {
+                                if built.send(std::mem::take(&mut index)).is_err() {
+                                    return;
+                                }
                             }
                         }
                     }
-                }
-            });
-            let mut pending: Vec<StoredEvent> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
-            let mut entries: Vec<index::TailEntry> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
-            for (i, &base) in bases.iter().enumerate() {
-                let path = dir.join(segment::segment_file_name(base));
-                let newest = i + 1 == bases.len();
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(newest)
-                    .open(&path)
-                    .map_err(|e| Error::io("open", &path, e))?;
-                let header = match segment::read_header(&file, base) {
-                    Ok(h) => h,
-                    Err(reason) => {
-                        // Keep the file for inspection, out of the way of the log.
-                        drop(file);
-                        let aside = path.with_extension("seg.corrupt");
-                        fs::rename(&path, &aside).map_err(|e| Error::io("rename", &path, e))?;
-                        report.issues.push(RecoveryIssue { segment: aside, kind: RecoveryIssueKind::BadHeader { reason } });
-                        continue;
-                    }
-                };
-                if newest {
-                    // A shortened newest segment is preallocated again so appends can continue it.
-                    let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
-                    if len < opts.segment_bytes_max {
-                        // SAFETY: fallocate on a descriptor we own; failure leaves the file as it was.
-                        unsafe {
-                            libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, opts.segment_bytes_max as libc::off_t);
+                });
+                let mut pending: Vec<StoredEvent> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
+                let mut entries: Vec<index::TailEntry> = Vec::with_capacity(REBUILD_CHUNK_EVENTS);
+                for (i, &base) in bases.iter().enumerate() {
+                    let path = dir.join(segment::segment_file_name(base));
+                    let newest = i + 1 == bases.len();
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(newest)
+                        .open(&path)
+                        .map_err(|e| Error::io("open", &path, e))?;
+                    let header = match segment::read_header(&file, base) {
+                        Ok(h) => h,
+                        Err(reason) => {
+                            // Keep the file for inspection, out of the way of the log.
+                            drop(file);
+                            let aside = path.with_extension("seg.corrupt");
+                            fs::rename(&path, &aside).map_err(|e| Error::io("rename", &path, e))?;
+                            report.issues.push(RecoveryIssue { segment: aside, kind: RecoveryIssueKind::BadHeader { reason } });
+                            continue;
+                        }
+                    };
+                    if newest {
+                        // A shortened newest segment is preallocated again so appends can continue it.
+                        let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+                        if len < opts.segment_bytes_max {
+                            // SAFETY: fallocate on a descriptor we own; failure leaves the file as it was.
+                            unsafe {
+                                libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, opts.segment_bytes_max as libc::off_t);
+                            }
                         }
                     }
-                }
-                let mut seg = Segment::new_mapped(path.clone(), header, &file)?;
-                let bounds = ScanBounds {
-                    seq_floor: last_seq,
-                    seq_ceiling: bases.get(i + 1).copied().unwrap_or(u64::MAX),
-                    newest,
-                    data_len: segment::data_end(&file, seg.file_len),
-                };
-                let sealed_at = bases.get(i + 1).map(|_| now);
-                let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
-                seg.ids_in_dedup.store(in_dedup_window, Ordering::Relaxed);
-                let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
-                    let seq_delta = seg.note_position(offset, &ev);
-                    entries.push(SegmentIndex::entry(seq_delta, &ev));
-                    if entries.len() >= REBUILD_CHUNK_EVENTS {
-                        let _ = to_indexer.send(IndexWork::Entries(std::mem::replace(&mut entries, Vec::with_capacity(REBUILD_CHUNK_EVENTS))));
+                    let mut seg = Segment::new_mapped(path.clone(), header, &file)?;
+                    let bounds = ScanBounds {
+                        seq_floor: last_seq,
+                        seq_ceiling: bases.get(i + 1).copied().unwrap_or(u64::MAX),
+                        newest,
+                        data_len: segment::data_end(&file, seg.file_len),
+                    };
+                    let sealed_at = bases.get(i + 1).map(|_| now);
+                    let in_dedup_window = sealed_at.is_none() || header.created_ms + opts.segment_age_max_ms >= dedup_cutoff;
+                    seg.ids_in_dedup.store(in_dedup_window, Ordering::Relaxed);
+                    let outcome = segment::scan(&mut seg, &bounds, &mut interner, &mut |seg, offset, ev| {
+                        let seq_delta = seg.note_position(offset, &ev);
+                        entries.push(SegmentIndex::entry(seq_delta, &ev));
+                        if entries.len() >= REBUILD_CHUNK_EVENTS {
+                            let _ = to_indexer.send(IndexWork::Entries(std::mem::replace(&mut entries, Vec::with_capacity(REBUILD_CHUNK_EVENTS))));
+                        }
+                        if in_dedup_window && let Some(id) = &ev.event_id {
+                            dedup.seen.insert(Dedup::hash(id), ev.seq);
+                        }
+                        pending.push(ev);
+                        if pending.len() >= REBUILD_CHUNK_EVENTS {
+                            let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(REBUILD_CHUNK_EVENTS));
+                            // The views thread only stops early if it panicked; join reports that.
+                            let _ = to_views.send(std::mem::replace(&mut pending, next));
+                        }
+                    });
+                    if let Some(first) = seg.first_seq
+                        && first > last_seq + 1 {
+                            report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
+                        }
+                    // The segment's bitmaps, built on the index thread.
+                    let _ = to_indexer.send(IndexWork::Entries(std::mem::take(&mut entries)));
+                    let _ = to_indexer.send(IndexWork::Finish);
+                    seg.index = built_indexes.recv().expect("the index thread does not panic");
+                    for issue in outcome.issues {
+                        report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
                     }
-                    if in_dedup_window && let Some(id) = &ev.event_id {
-                        dedup.seen.insert(Dedup::hash(id), ev.seq);
+                    if let Some((from, to)) = outcome.cut {
+                        segment::zero_range(&file, &path, from, to)?;
                     }
-                    pending.push(ev);
-                    if pending.len() >= REBUILD_CHUNK_EVENTS {
-                        let next = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(REBUILD_CHUNK_EVENTS));
-                        // The views thread only stops early if it panicked; join reports that.
-                        let _ = to_views.send(std::mem::replace(&mut pending, next));
+                    last_seq = last_seq.max(seg.last_seq.unwrap_or(0));
+                    report.events += seg.n_events;
+                    if newest {
+                        seg.dict.enable_writing();
+                        live_file = Some(Arc::new(file));
                     }
-                });
-                if let Some(first) = seg.first_seq
-                    && first > last_seq + 1 {
-                        report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::SequenceGap { from: last_seq + 1, to: first - 1 } });
-                    }
-                // The segment's bitmaps, built on the index thread.
-                let _ = to_indexer.send(IndexWork::Entries(std::mem::take(&mut entries)));
-                let _ = to_indexer.send(IndexWork::Finish);
-                seg.index = built_indexes.recv().expect("the index thread does not panic");
-                for issue in outcome.issues {
-                    report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
+                    loaded.push(seg);
                 }
-                if let Some((from, to)) = outcome.cut {
-                    segment::zero_range(&file, &path, from, to)?;
+                if !pending.is_empty() {
+                    let _ = to_views.send(pending);
                 }
-                last_seq = last_seq.max(seg.last_seq.unwrap_or(0));
-                report.events += seg.n_events;
-                if newest {
-                    seg.dict.enable_writing();
-                    live_file = Some(Arc::new(file));
-                }
-                loaded.push(seg);
+                drop(to_views);
+                drop(to_indexer);
+                indexer.join().expect("the index thread does not panic");
+                Ok(folder.join().expect("the views thread does not panic"))
+            })?;
+            // Sealed-at times: a segment stopped taking appends when the next one was created.
+            for i in 0..loaded.len().saturating_sub(1) {
+                let next_created = loaded[i + 1].header.created_ms;
+                loaded[i].sealed_at_ms = Some(next_created);
+                loaded[i].sealed = true;
+                loaded[i].dict.seal();
+                loaded[i].index.seal();
             }
-            if !pending.is_empty() {
-                let _ = to_views.send(pending);
-            }
-            drop(to_views);
-            drop(to_indexer);
-            indexer.join().expect("the index thread does not panic");
-            Ok(folder.join().expect("the views thread does not panic"))
-        })?;
-        // Sealed-at times: a segment stopped taking appends when the next one was created.
-        for i in 0..loaded.len().saturating_sub(1) {
-            let next_created = loaded[i + 1].header.created_ms;
-            loaded[i].sealed_at_ms = Some(next_created);
-            loaded[i].sealed = true;
-            loaded[i].dict.seal();
-            loaded[i].index.seal();
-        }
+            (loaded, live_file, interner, dedup, last_seq, views)
+        };
         report.segments = loaded.len();
         let next_seq = last_seq + 1;
 
@@ -1175,10 +1197,120 @@ impl Engine {
         }
         self.sync()?;
         self.shared.durable.fence("close", &self.shared.opts.dir.clone());
+        if self.shared.opts.save_state {
+            // A cache: if it cannot be written there is none, and the next open rebuilds.
+            let _ = self.save_state();
+        }
         let marker = self.shared.opts.dir.join(CLEAN_MARKER);
         fs::write(&marker, self.last_seq().to_string()).map_err(|e| Error::io("write", &marker, e))?;
         rollup::sync_dir(&self.shared.opts.dir)
     }
+}
+
+impl Engine {
+    /// Writes the state `open` would otherwise rebuild (see `saved`).
+    fn save_state(&self) -> std::io::Result<()> {
+        let st = self.read();
+        let segments = st
+            .segments()
+            .map(|seg| saved::SavedSegment {
+                header: seg.header,
+                file_len: seg.file_len,
+                committed_len: seg.committed_len,
+                n_events: seg.n_events,
+                first_seq: seg.first_seq,
+                last_seq: seg.last_seq,
+                min_ts: seg.min_ts,
+                max_ts: seg.max_ts,
+                blocks: seg.blocks.clone(),
+                dict: &seg.dict,
+                index: &seg.index,
+                sealed: seg.sealed,
+                sealed_at_ms: seg.sealed_at_ms,
+                bytes_used: seg.bytes_used,
+                skips: seg.skips.clone(),
+                ids_in_dedup: seg.ids_in_dedup.load(Ordering::Relaxed),
+            })
+            .collect();
+        let state = saved::Saved {
+            folded_through_seq: st.rollups.folded_through_seq,
+            last_seq: st.next_seq - 1,
+            strings: (0..st.interner.len()).map(|i| st.interner.resolve(Sym(i as u32))).collect::<Vec<&str>>(),
+            dedup: &st.dedup.seen,
+            segments,
+            views: &st.views,
+        };
+        saved::write(&self.shared.opts.dir, &state)
+    }
+}
+
+/// What `open` takes from a saved state instead of rebuilding it.
+struct Restored {
+    loaded: Vec<Segment>,
+    live_file: Arc<File>,
+    views: Views,
+    interner: Interner,
+    dedup: Dedup,
+    last_seq: u64,
+}
+
+type OwnedSaved = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, SegmentIndex>, Views>;
+
+/// The saved state, if it describes exactly the segments `bases` and the rollups on disk.
+fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved: OwnedSaved) -> Option<Restored> {
+    if saved.segments.len() != bases.len()
+        || bases.is_empty()
+        || saved.folded_through_seq != rollups.folded_through_seq
+        || saved.segments.iter().map(|s| s.n_events).sum::<u64>() != saved.views.event_count()
+    {
+        return None;
+    }
+    let mut interner = Interner::new();
+    for (i, s) in saved.strings.iter().enumerate() {
+        if interner.intern(s) != Some(Sym(i as u32)) {
+            return None;
+        }
+    }
+    let mut loaded = Vec::with_capacity(bases.len());
+    let mut live_file = None;
+    for (i, (ss, &base)) in saved.segments.into_iter().zip(bases).enumerate() {
+        let newest = i + 1 == bases.len();
+        let path = opts.dir.join(segment::segment_file_name(base));
+        let file = OpenOptions::new().read(true).write(newest).open(&path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let header = segment::read_header(&file, base).ok()?;
+        if len != ss.file_len || header != ss.header || ss.sealed == newest || ss.committed_len > len {
+            return None;
+        }
+        let mut seg = Segment::new_mapped(path, header, &file).ok()?;
+        seg.committed_len = ss.committed_len;
+        seg.n_events = ss.n_events;
+        seg.first_seq = ss.first_seq;
+        seg.last_seq = ss.last_seq;
+        seg.min_ts = ss.min_ts;
+        seg.max_ts = ss.max_ts;
+        seg.blocks = ss.blocks;
+        seg.dict = ss.dict;
+        seg.index = ss.index;
+        seg.sealed = ss.sealed;
+        seg.sealed_at_ms = ss.sealed_at_ms;
+        seg.bytes_used = ss.bytes_used;
+        seg.skips = ss.skips;
+        seg.ids_in_dedup.store(ss.ids_in_dedup, Ordering::Relaxed);
+        if newest {
+            seg.dict.enable_writing();
+            live_file = Some(Arc::new(file));
+        }
+        loaded.push(seg);
+    }
+    Some(Restored {
+        loaded,
+        live_file: live_file?,
+        views: saved.views,
+        interner,
+        dedup: Dedup { seen: saved.dedup },
+        last_seq: saved.last_seq,
+    })
 }
 
 fn collect_ids(seg: &Segment) -> Vec<u128> {

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An interned string: an index into the engine's [`crate::Interner`]. `Sym::EMPTY` is "".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Sym(pub u32);
 
 impl Sym {

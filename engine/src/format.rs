@@ -70,7 +70,7 @@ pub fn kind_is_valid(kind: u8) -> bool {
 }
 
 /// The segment header, at offset 0 of every segment file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentHeader {
     pub version: u16,
     /// Random per-file CRC seed: stale bytes from another file never validate here.
@@ -408,6 +408,19 @@ pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Pa
         Ok((v, used)) if used == payload.len() => Ok(v),
         Ok((_, used)) => Err(PayloadError(format!("{} trailing bytes", payload.len() - used))),
         Err(e) => Err(PayloadError(e.to_string())),
+    }
+}
+
+/// Encodes the state saved at clean shutdown (see `saved`).
+pub(crate) fn encode_saved<T: Serialize, W: std::io::Write>(value: &T, out: &mut W) -> Result<usize, bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(value, out, bincode_config())
+}
+
+/// Decodes the saved state; `None` unless all of `bytes` is one value.
+pub(crate) fn decode_saved<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    match bincode::serde::decode_from_slice::<T, _>(bytes, bincode_config()) {
+        Ok((v, used)) if used == bytes.len() => Some(v),
+        _ => None,
     }
 }
 

@@ -12,6 +12,7 @@
 
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Dim, StoredEvent, Sym};
 use crate::segment::{Segment, BLOCK_EVENTS};
@@ -20,7 +21,7 @@ use crate::segment::{Segment, BLOCK_EVENTS};
 pub const INDEXED_DIMS: [Dim; 4] = [Dim::Model, Dim::Endpoint, Dim::Provider, Dim::Credential];
 
 /// One event as the index holds it until it is folded into the bitmaps.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct TailEntry {
     seq_delta: u32,
     dims: [Sym; INDEXED_DIMS.len()],
@@ -33,12 +34,16 @@ pub struct TailEntry {
 /// buffer stays small (≈ 2 MB at most) and every fold appends to whole new containers.
 const TAIL_EVENTS_MAX: usize = 1 << 16;
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 pub struct SegmentIndex {
+    #[serde(with = "crate::saved::bitmap_map::array")]
     by_dim: [FxHashMap<Sym, RoaringBitmap>; INDEXED_DIMS.len()],
+    #[serde(with = "crate::saved::bitmap_map")]
     by_status: FxHashMap<u16, RoaringBitmap>,
     /// Calls that did not succeed (a 200 can fail too, e.g. a stream cut short).
+    #[serde(with = "crate::saved::bitmap")]
     failed: RoaringBitmap,
+    #[serde(with = "crate::saved::bitmap_map")]
     key_blocks: FxHashMap<Sym, RoaringBitmap>,
     /// The newest events, not yet in the bitmaps: appending is a `Vec` push, and the bitmaps are
     /// built in bulk from sorted runs (roaring's per-value insert costs ~20 ns, ×6 per event).

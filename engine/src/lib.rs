@@ -11,6 +11,7 @@ pub mod format;
 pub mod index;
 pub mod interner;
 pub mod rollup;
+mod saved;
 pub mod segment;
 pub mod verify;
 pub mod views;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, Quality, StoredEvent, Sym, Tokens};
@@ -50,7 +51,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 }
 
 /// The attributes an event shares with many others, with global symbols.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shape {
     /// The `Dim::Key` slot is always `Sym::EMPTY`: the key is carried per event.
     pub dims: [Sym; Dim::COUNT],
@@ -78,11 +79,13 @@ impl Shape {
 
 /// A segment's dictionary: local string and shape ids to global ones, and (while the segment is
 /// live) the reverse maps the writer uses.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SegmentDict {
     pub strings: Vec<Sym>,
     pub shapes: Vec<Shape>,
+    #[serde(skip)]
     string_ids: FxHashMap<Sym, u32>,
+    #[serde(skip)]
     shape_ids: FxHashMap<Shape, u32>,
     pub unknown_references: u64,
 }
@@ -328,7 +331,7 @@ pub fn encode_dict(delta: &DictDelta, interner: &Interner, out: &mut Vec<Vec<u8>
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Block {
     pub offset: u32,
     pub min_ts: i64,

@@ -90,6 +90,7 @@ mod histogram;
 pub use histogram::{BINS as HISTOGRAM_BINS, Histogram, bin_of as histogram_bin_of, bin_value as histogram_bin_value};
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Dim, StoredEvent, status_class};
 use cells::{
@@ -343,6 +344,7 @@ pub enum ViewError {
     EmptyRange,
 }
 
+#[derive(Serialize, Deserialize)]
 struct MinuteSlot {
     agg: AggCell,
     hist: SlotHist<u16>,
@@ -367,12 +369,13 @@ const DAY_RUNS_MAX: usize = 256;
 const HOUR_RUNS_MAX: usize = 256;
 
 /// The totals of a UTC quarter hour.
-#[derive(PartialEq)]
+#[derive(PartialEq, Serialize, Deserialize)]
 struct QuarterSlot {
     agg: AggCell,
     hist: SlotHist<u32>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct HourSlot {
     /// Events held; the slot goes when it returns to zero.
     calls: u64,
@@ -397,12 +400,14 @@ impl PartialEq for HourSlot {
 }
 
 /// Everything kept for one UTC day.
+#[derive(Serialize, Deserialize)]
 struct DayBlock {
     day: i64,
     /// Events held; the block goes when it returns to zero.
     calls: u64,
     /// `MINUTES_PER_DAY` slots.
     minutes: Box<[Option<Box<MinuteSlot>>]>,
+    #[serde(with = "crate::saved::arrays")]
     quarters: [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY],
     hours: [Option<Box<HourSlot>>; HOURS_PER_DAY],
     keys: KeyMap,
@@ -584,7 +589,7 @@ fn thaw_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
 }
 
 /// A period whose cells are hot, to be frozen once it is old.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum HotPeriod {
     /// Hour index: UTC hours since the epoch.
     Hour(i64),
@@ -618,6 +623,7 @@ impl TurnedHot {
 }
 
 /// The materialised views.
+#[derive(Serialize, Deserialize)]
 pub struct Views {
     /// Sorted by day; only days holding events.
     days: Vec<DayBlock>,

@@ -830,3 +830,124 @@ fn fuzz_regression_recovery_is_idempotent() {
     let second: Vec<u64> = all_events(&e).iter().map(|ev| ev.seq).collect();
     assert_eq!(second, first);
 }
+
+const SAVED: &str = "state.saved";
+
+/// 3000 events with ids over several segments, then a clean close.
+fn closed_log_with_ids(dir: &std::path::Path, clock: &TestClock) -> Vec<NewEvent> {
+    let mut sent = events(7, 3000, T0 - 6 * 3_600_000, 7_000);
+    for (i, e) in sent.iter_mut().enumerate() {
+        e.event_id = Some(format!("id-{i}"));
+    }
+    let e = Engine::open(keep_all(dir, clock, 64 * 1024)).unwrap().0;
+    for chunk in sent.chunks(100) {
+        e.append(chunk).unwrap();
+    }
+    assert!(e.status().segments > 2);
+    e.close().unwrap();
+    sent
+}
+
+/// A copy of `dir` without its saved state, opened: a full rebuild.
+fn rebuilt_copy(dir: &std::path::Path, clock: &TestClock) -> (tempfile::TempDir, Engine) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir, copy.path());
+    let _ = std::fs::remove_file(copy.path().join(SAVED));
+    let (e, report) = Engine::open(keep_all(copy.path(), clock, 64 * 1024)).unwrap();
+    assert!(!report.restored);
+    (copy, e)
+}
+
+fn assert_same(a: &Engine, b: &Engine) {
+    assert!(a.with_views(|x| b.with_views(|y| x == y)), "views differ");
+    assert_eq!(all_events(a), all_events(b));
+    let errors = LogFilter { status: Some(tokenboard_engine::StatusFilter::Errors), ..LogFilter::default() };
+    for filter in [LogFilter::default(), errors] {
+        let (pa, pb) = (a.logs(&filter, None, 50), b.logs(&filter, None, 50));
+        assert_eq!(pa.events, pb.events);
+        assert_eq!(pa.next_cursor, pb.next_cursor);
+    }
+    let (sa, sb) = (a.status(), b.status());
+    assert_eq!((sa.events, sa.segments, sa.last_seq), (sb.events, sb.segments, sb.last_seq));
+}
+
+#[test]
+fn a_clean_close_saves_the_state_and_the_next_open_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let sent = closed_log_with_ids(dir.path(), &clock);
+    assert!(dir.path().join(SAVED).exists());
+    let (_copy, rebuilt) = rebuilt_copy(dir.path(), &clock);
+
+    let (e, report) = Engine::open(keep_all(dir.path(), &clock, 64 * 1024)).unwrap();
+    assert!(report.restored && report.clean_shutdown, "{report:?}");
+    assert!(report.issues.is_empty(), "{:?}", report.issues);
+    assert_eq!((report.events, report.segments), (3000, rebuilt.status().segments));
+    assert!(!dir.path().join(SAVED).exists(), "an open consumes the saved state");
+    assert_same(&e, &rebuilt);
+
+    // The dedup set came back too, and appends continue the live segment as after a rebuild.
+    assert_eq!(e.append(&sent[..100]).unwrap().duplicates, 100);
+    let more = events(8, 700, T0 - 600_000, 500);
+    for chunk in more.chunks(50) {
+        assert_eq!(e.append(chunk).unwrap().accepted, chunk.len());
+        rebuilt.append(chunk).unwrap();
+    }
+    assert_same(&e, &rebuilt);
+
+    // Stopped without a close, the next open rebuilds, to the same state.
+    e.sync().unwrap();
+    drop(e);
+    let (e, report) = Engine::open(keep_all(dir.path(), &clock, 64 * 1024)).unwrap();
+    assert!(!report.restored && !report.clean_shutdown);
+    assert_same(&e, &rebuilt);
+}
+
+#[test]
+fn a_saved_state_that_does_not_match_the_log_is_not_used() {
+    let base = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    closed_log_with_ids(base.path(), &clock);
+    let (_copy, rebuilt) = rebuilt_copy(base.path(), &clock);
+    let segments = segment_files(base.path());
+    let newest = segments.last().unwrap().file_name().unwrap().to_owned();
+    let oldest = segments[0].file_name().unwrap().to_owned();
+
+    let cases: [(&str, &dyn Fn(&std::path::Path)); 5] = [
+        ("no clean-shutdown marker", &|d| std::fs::remove_file(d.join("clean-shutdown")).unwrap()),
+        ("a damaged state file", &|d| {
+            let p = d.join(SAVED);
+            let len = std::fs::metadata(&p).unwrap().len();
+            let b = read_at(&p, len / 2, 1);
+            write_at(&p, len / 2, &[b[0] ^ 1]);
+        }),
+        ("a state file from another version", &|d| write_at(&d.join(SAVED), 8, &[0xee])),
+        ("a newest segment of another length", &|d| {
+            let f = OpenOptions::new().write(true).open(d.join(&newest)).unwrap();
+            f.set_len(f.metadata().unwrap().len() + 4096).unwrap();
+        }),
+        ("a missing oldest segment", &|d| std::fs::remove_file(d.join(&oldest)).unwrap()),
+    ];
+    for (name, tamper) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(base.path(), dir.path());
+        tamper(dir.path());
+        let (e, report) = Engine::open(keep_all(dir.path(), &clock, 64 * 1024)).unwrap();
+        assert!(!report.restored, "{name}: the saved state was used");
+        assert!(!dir.path().join(SAVED).exists(), "{name}: the saved state is left behind");
+        if name != "a missing oldest segment" {
+            assert_same(&e, &rebuilt);
+        } else {
+            assert!(e.status().events < 3000, "{name}");
+        }
+    }
+
+    // With `save_state` off, close saves nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = keep_all(dir.path(), &clock, 64 * 1024);
+    o.save_state = false;
+    let e = Engine::open(o).unwrap().0;
+    e.append(&events(9, 10, T0, 1000)).unwrap();
+    e.close().unwrap();
+    assert!(!dir.path().join(SAVED).exists());
+}

@@ -115,7 +115,10 @@ proptest! {
                         engine.sync().unwrap();
                     }
                     drop(engine);
-                    engine = Engine::open(opts(dir.path(), &clock)).unwrap().0;
+                    let (reopened, report) = Engine::open(opts(dir.path(), &clock)).unwrap();
+                    // A clean close saves the state and the open loads it; else a rebuild.
+                    prop_assert_eq!(report.restored, clean);
+                    engine = reopened;
                 }
             }
         }

@@ -69,7 +69,13 @@ pub fn run(config: Config) -> Result<(), String> {
         started.elapsed().as_secs_f64(),
         report.events,
         report.segments,
-        if report.clean_shutdown || report.segments == 0 { "" } else { " (recovered after an unclean stop)" }
+        if report.restored {
+            " (loaded the state saved at the last clean stop)"
+        } else if report.clean_shutdown || report.segments == 0 {
+            " (rebuilt from the log)"
+        } else {
+            " (rebuilt after an unclean stop)"
+        }
     ));
     for issue in &report.issues {
         log::warn(&format!("recovery: {}: {:?}", issue.segment.display(), issue.kind));

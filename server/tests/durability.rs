@@ -101,8 +101,10 @@ fn retention_drops_old_segments_and_the_numbers_follow() {
     let segments_before = server.data("/api/console/status")["segments"].as_u64().unwrap();
     assert!(segments_before >= 3, "{segments_before} segments");
 
-    // Retention runs at start (and every cleanup_interval hours).
+    // Retention runs at start (and every cleanup_interval hours), here over the state the clean
+    // stop saved.
     server.restart();
+    assert!(server.logs().contains("loaded the state saved at the last clean stop"), "{}", server.logs());
     let after = server.data("/api/console/stats?top=1000");
     let calls = after["api_call_count"].as_u64().unwrap();
     assert!(calls < (old.len() + recent.len()) as u64, "old segments were dropped");

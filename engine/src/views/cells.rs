@@ -11,6 +11,7 @@
 //! Equality is by content, never by form.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::{Agg, Sign};
 use crate::event::StoredEvent;
@@ -26,8 +27,8 @@ pub trait Cell: Clone + Default + PartialEq + std::fmt::Debug {
 }
 
 /// Wrapping element-wise sums of `N` counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Counters<const N: usize>(pub [u64; N]);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters<const N: usize>(#[serde(with = "crate::saved::arrays")] pub [u64; N]);
 
 impl<const N: usize> Default for Counters<N> {
     fn default() -> Counters<N> {
@@ -184,11 +185,12 @@ const RECENT_SLOTS: usize = 64;
 /// The cells of a hot map: a `Vec`, a hash index, and in front of the index a direct-mapped
 /// cache of positions. A low-cardinality group almost always hits the cache, which skips the
 /// hash probe on the append path.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HotCells<C> {
     cells: Vec<(u32, C)>,
     index: FxHashMap<u32, u32>,
     /// Position in `cells` by key slot; checked against the key, so stale entries are harmless.
+    #[serde(with = "crate::saved::arrays")]
     recent: [u32; RECENT_SLOTS],
 }
 
@@ -256,7 +258,7 @@ impl<C: Cell> HotCells<C> {
 }
 
 /// Group key → cell, hot or sorted.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CellMap<C> {
     /// Boxed: hours are mostly frozen, and the frozen form is small.
     Hot(Box<HotCells<C>>),
@@ -370,8 +372,9 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
 
 /// Key cells of a frozen day, as varints: key delta, then the nine fields of [`KeyCell`].
 /// The encoding of a given content is unique, so equal bytes mean equal content.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackedKeys {
+    #[serde(with = "crate::saved::bytes")]
     bytes: Box<[u8]>,
     len: usize,
 }
@@ -412,7 +415,7 @@ impl PackedKeys {
 }
 
 /// Key → cell of one day: hot, or packed once the day is old.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum KeyMap {
     Hot(FxHashMap<u32, KeyCell>),
     Packed(PackedKeys),
@@ -488,7 +491,7 @@ impl PartialEq for KeyMap {
 }
 
 /// All-time group key → cell, with the keys kept sorted so a whole breakdown needs no sort.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OrderedMap<C> {
     map: FxHashMap<u32, C>,
     /// Sorted; changes only when a key appears or disappears, which is rare.
@@ -569,14 +572,14 @@ fn hour_of(at: i32) -> usize {
 
 /// A key's inline hour cell in [`KeyTotals`]: what it did in hour `at` (its latest hour when
 /// set) not yet moved on. Kept small (40 bytes), as every append reads and writes one.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Slot {
     at: i32,
     cell: Cell32,
 }
 
 /// Keys' cells of a hot hour `at`, moved out of their inline cells.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Pending {
     at: i32,
     cells: Vec<(u32, Cell32)>,
@@ -615,7 +618,7 @@ pub struct KeyOutcome {
 /// most `DIRECT_PER_KEY` entries per key when it grew (or `DIRECT_MIN`; it is dropped when the
 /// last key goes), and a hash map for the rest. An append then finds its key with one load, not
 /// a hash probe, in less memory than the map would take.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct PosIndex {
     /// Position by key below `direct.len()`; `u32::MAX` when absent.
     direct: Vec<u32>,
@@ -699,7 +702,7 @@ impl PosIndex {
 /// Inline and pending cells only ever belong to hours whose Key cells are hot
 /// ([`HourKeys::Hot`]), so a frozen hour's cells are whole. Keys are also kept sorted, so the
 /// all-time breakdown needs no sort.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KeyTotals {
     /// Key → position in the vectors below.
     index: PosIndex,
@@ -980,7 +983,7 @@ pub fn cell_calls(c: &KeyCell) -> u64 {
     c.0[0]
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum HeavyCells {
     Packed(PackedKeys),
     Open(Vec<(u32, KeyCell)>),
@@ -988,7 +991,7 @@ enum HeavyCells {
 
 /// The heaviest keys of a frozen period with their exact cells, and bounds for every other
 /// key: a top-N query can often be answered from these alone (see `Views::top_n`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HeavyKeys {
     /// Varint-packed (a quarter of the memory: every hour keeps one) until written to.
     cells: HeavyCells,
@@ -1085,7 +1088,7 @@ impl HeavyKeys {
 }
 
 /// The Key cells of one hour: every key while hot, the heaviest once frozen.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum HourKeys {
     /// Cells as they come (mostly one per key, when the key's inline cell moves here), summed
     /// when the hour freezes or is read: appending costs no hash probe.

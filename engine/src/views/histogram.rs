@@ -14,6 +14,8 @@
 //! the last are full. That form is canonical (one total gives one run), so two lists holding
 //! the same counts are equal element by element.
 
+use serde::{Deserialize, Serialize};
+
 use super::Sign;
 
 /// Number of bins of one histogram.
@@ -208,6 +210,10 @@ impl DenseKeys {
 /// An entry of a packed run histogram: a key (< 512) and a count of at most `COUNT_MAX`.
 pub trait Packed: Copy + Eq + std::fmt::Debug {
     const COUNT_MAX: u32;
+    /// Bytes of an entry in the saved state (little-endian).
+    const WIDTH: usize;
+    fn write_le(self, out: &mut Vec<u8>);
+    fn read_le(bytes: &[u8]) -> Self;
     fn pack(key: usize, count: u32) -> Self;
     fn key(self) -> usize;
     fn count(self) -> u32;
@@ -216,6 +222,13 @@ pub trait Packed: Copy + Eq + std::fmt::Debug {
 /// 9-bit key, 7-bit count: a minute slot rarely has more than a hundred values per bin.
 impl Packed for u16 {
     const COUNT_MAX: u32 = (1 << 7) - 1;
+    const WIDTH: usize = 2;
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_le(b: &[u8]) -> u16 {
+        u16::from_le_bytes([b[0], b[1]])
+    }
     #[inline]
     fn pack(key: usize, count: u32) -> u16 {
         ((key as u16) << 7) | count as u16
@@ -233,6 +246,13 @@ impl Packed for u16 {
 /// 9-bit key, 23-bit count.
 impl Packed for u32 {
     const COUNT_MAX: u32 = (1 << 23) - 1;
+    const WIDTH: usize = 4;
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_le(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
     #[inline]
     fn pack(key: usize, count: u32) -> u32 {
         ((key as u32) << 23) | count
@@ -251,6 +271,25 @@ impl Packed for u32 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunHist<E: Packed> {
     entries: Vec<E>,
+}
+
+/// Saved as one byte string (entries little-endian): a copy to load, not a decode per entry.
+impl<E: Packed> Serialize for RunHist<E> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(self.entries.len() * E::WIDTH);
+        self.entries.iter().for_each(|e| e.write_le(&mut bytes));
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de, E: Packed> Deserialize<'de> for RunHist<E> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = crate::saved::bytes::deserialize(d)?;
+        if !bytes.len().is_multiple_of(E::WIDTH) {
+            return Err(serde::de::Error::invalid_length(bytes.len(), &"whole histogram entries"));
+        }
+        Ok(RunHist { entries: bytes.chunks_exact(E::WIDTH).map(E::read_le).collect() })
+    }
 }
 
 impl<E: Packed> Default for RunHist<E> {
@@ -338,10 +377,10 @@ impl<E: Packed> RunHist<E> {
 
 /// The histogram of a time slot: dense while the slot is being appended to (or busy), else
 /// sorted runs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SlotHist<E: Packed> {
     Runs(RunHist<E>),
-    Dense(Box<[u64; KEYS]>),
+    Dense(#[serde(with = "crate::saved::boxed_array")] Box<[u64; KEYS]>),
 }
 
 impl<E: Packed> Default for SlotHist<E> {

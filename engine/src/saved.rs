@@ -1,0 +1,367 @@
+//! The engine's in-memory state saved at clean shutdown, so the next open can skip the rebuild.
+//!
+//! `Engine::close` writes [`FILE`] (the views, the interner's strings, the dedup set, and each
+//! segment's dictionary, block index and bitmaps) before the clean-shutdown marker. `open` reads
+//! it only when that marker is there, and uses it only if it matches what is on disk: the same
+//! segment files with the same lengths and headers, the same rollups, views holding as many
+//! events as the segments. Otherwise, or if it fails its CRC or does not decode, the engine is
+//! rebuilt from the log as always. `open` deletes the file whether it used it or not, so it
+//! never describes a log that changed after it was written.
+//!
+//! What this trades: frames are not re-read at an open that uses the saved state, so a frame
+//! damaged on disk while the engine was down is found when it is read (every decoded frame is
+//! checked again) or by `verify`, not at open.
+//!
+//! Layout: `MAGIC` (8 bytes), `VERSION` (u32 LE), body length (u64 LE), CRC32 of the body
+//! (u32 LE), then the body: [`Saved`] in bincode (through `format`). The body is the engine's
+//! own structures, so any change to them bumps `VERSION` (the golden test in `engine.rs` fails
+//! otherwise); an older file is then ignored and the engine rebuilt once.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::{self, SegmentHeader};
+use crate::segment::Block;
+
+/// The file, in the engine's directory.
+pub const FILE: &str = "state.saved";
+/// Where it is written before the rename; a leftover is removed at open.
+pub const TMP_FILE: &str = "state.saved.tmp";
+const MAGIC: &[u8; 8] = b"TBSTATE\0";
+/// Bump on any change to a saved structure (views, cells, histograms, segment index, dictionary).
+pub const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 8 + 4 + 8 + 4;
+
+/// Everything `open` would otherwise rebuild. Generic so that `close` can save borrowed parts
+/// and `open` read owned ones in the same layout.
+#[derive(Serialize, Deserialize)]
+pub struct Saved<Str, Dedup, Seg, Views> {
+    pub folded_through_seq: u64,
+    pub last_seq: u64,
+    /// The interner's strings by symbol.
+    pub strings: Vec<Str>,
+    pub dedup: Dedup,
+    /// Oldest first; the last one is the live segment.
+    pub segments: Vec<Seg>,
+    pub views: Views,
+}
+
+/// One segment as the engine holds it, but its map and file.
+#[derive(Serialize, Deserialize)]
+pub struct SavedSegment<Dict, Index> {
+    pub header: SegmentHeader,
+    pub file_len: u64,
+    pub committed_len: u64,
+    pub n_events: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub blocks: Vec<Block>,
+    pub dict: Dict,
+    pub index: Index,
+    pub sealed: bool,
+    pub sealed_at_ms: Option<i64>,
+    pub bytes_used: u64,
+    pub skips: Vec<(u64, u64)>,
+    pub ids_in_dedup: bool,
+}
+
+/// Writes `saved` to `dir/FILE` (through a temporary file and a rename, so a reader never sees
+/// half of it).
+pub fn write<T: Serialize>(dir: &Path, saved: &T) -> std::io::Result<()> {
+    let tmp = dir.join(TMP_FILE);
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&[0; HEADER_BYTES])?;
+        // Buffered before the CRC, so it sums large chunks.
+        let mut out = BufWriter::with_capacity(1 << 20, CrcWriter { inner: file, crc: crc32fast::Hasher::new(), len: 0 });
+        format::encode_saved(saved, &mut out).map_err(std::io::Error::other)?;
+        let CrcWriter { inner: mut file, crc, len } = out.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&header(len, crc.finalize()))?;
+        drop(file);
+        fs::rename(&tmp, dir.join(FILE))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads and decodes `path`; `None` if it is missing, damaged, from another version or does
+/// not decode.
+pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let file = File::open(path).ok()?;
+    // SAFETY: the file is private to the engine, which holds the directory lock and deletes it
+    // right after this read; nothing writes it meanwhile.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    decode(&map)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+    let len = u64::from_le_bytes(bytes[12..20].try_into().ok()?);
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().ok()?);
+    let body = &bytes[HEADER_BYTES..];
+    if version != VERSION || body.len() as u64 != len || crc32fast::hash(body) != crc {
+        return None;
+    }
+    format::decode_saved(body)
+}
+
+fn header(len: u64, crc: u32) -> [u8; HEADER_BYTES] {
+    let mut h = [0; HEADER_BYTES];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&len.to_le_bytes());
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+struct CrcWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// serde for arrays of any length (serde itself stops at 32), as a sequence.
+pub mod arrays {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(a: &[T; N], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(a.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(d: D) -> Result<[T; N], D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        let len = v.len();
+        v.try_into().map_err(|_| D::Error::invalid_length(len, &"the array's length"))
+    }
+}
+
+/// serde for byte strings as one string, not a sequence of numbers (`serde_bytes` in short).
+pub mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(d: D) -> Result<T, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes).map(T::from)
+    }
+}
+
+/// serde for roaring bitmaps in their portable format, read back without re-validating every
+/// container (the whole file passed its CRC, and only the engine writes it).
+pub mod bitmap {
+    use roaring::RoaringBitmap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A bitmap to save.
+    pub struct Out<'a>(pub &'a RoaringBitmap);
+
+    impl Serialize for Out<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut buf = Vec::with_capacity(self.0.serialized_size());
+            self.0.serialize_into(&mut buf).map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&buf)
+        }
+    }
+
+    /// A bitmap loaded.
+    pub struct In(pub RoaringBitmap);
+
+    impl<'de> Deserialize<'de> for In {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<In, D::Error> {
+            struct Visit;
+            impl serde::de::Visitor<'_> for Visit {
+                type Value = In;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a roaring bitmap")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<In, E> {
+                    RoaringBitmap::deserialize_unchecked_from(v).map(In).map_err(E::custom)
+                }
+            }
+            d.deserialize_bytes(Visit)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(b: &RoaringBitmap, s: S) -> Result<S::Ok, S::Error> {
+        Out(b).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RoaringBitmap, D::Error> {
+        In::deserialize(d).map(|b| b.0)
+    }
+}
+
+/// serde for maps of bitmaps, as [`bitmap`].
+pub mod bitmap_map {
+    use std::hash::Hash;
+
+    use roaring::RoaringBitmap;
+    use rustc_hash::FxHashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, K: Serialize>(m: &FxHashMap<K, RoaringBitmap>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, b)| (k, super::bitmap::Out(b))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, K: Deserialize<'de> + Eq + Hash>(d: D) -> Result<FxHashMap<K, RoaringBitmap>, D::Error> {
+        let m = FxHashMap::<K, super::bitmap::In>::deserialize(d)?;
+        Ok(m.into_iter().map(|(k, b)| (k, b.0)).collect())
+    }
+
+    struct Out<'a, K>(&'a FxHashMap<K, RoaringBitmap>);
+
+    impl<K: Serialize> Serialize for Out<'_, K> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            serialize(self.0, s)
+        }
+    }
+
+    struct In<K>(FxHashMap<K, RoaringBitmap>);
+
+    impl<'de, K: Deserialize<'de> + Eq + Hash> Deserialize<'de> for In<K> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<In<K>, D::Error> {
+            deserialize(d).map(In)
+        }
+    }
+
+    /// An array of such maps.
+    pub mod array {
+        use super::*;
+
+        pub fn serialize<S: Serializer, K: Serialize, const N: usize>(a: &[FxHashMap<K, RoaringBitmap>; N], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(a.iter().map(Out))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>, K: Deserialize<'de> + Eq + Hash, const N: usize>(
+            d: D,
+        ) -> Result<[FxHashMap<K, RoaringBitmap>; N], D::Error> {
+            let v = Vec::<In<K>>::deserialize(d)?;
+            let len = v.len();
+            let maps: Vec<_> = v.into_iter().map(|m| m.0).collect();
+            maps.try_into().map_err(|_| serde::de::Error::invalid_length(len, &"the array's length"))
+        }
+    }
+}
+
+/// Like [`arrays`], for a boxed array.
+pub mod boxed_array {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(a: &[T; N], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(a.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(d: D) -> Result<Box<[T; N]>, D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        let len = v.len();
+        v.into_boxed_slice().try_into().map_err(|_| D::Error::invalid_length(len, &"the array's length"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Dim, Quality, StoredEvent, Sym, Tokens};
+    use crate::index::SegmentIndex;
+    use crate::segment::{DictDelta, SegmentDict, Shape};
+    use crate::views::{Sign, Views};
+
+    /// The saved structures, pinned: a change to any of them changes these bytes. Bump
+    /// `VERSION` (so older files are ignored, not misread), then update the figures.
+    #[test]
+    fn the_saved_layout_is_pinned() {
+        let mut views = Views::new();
+        let mut index = SegmentIndex::default();
+        let mut dict = SegmentDict::default();
+        for i in 0..400u32 {
+            let mut dims = [Sym::EMPTY; Dim::COUNT];
+            dims[Dim::Model as usize] = Sym(1 + i % 3);
+            dims[Dim::Endpoint as usize] = Sym(4);
+            dims[Dim::Key as usize] = Sym(10 + i % 17);
+            let ev = StoredEvent {
+                seq: u64::from(i) + 1,
+                ts_ms: 1_767_225_600_000 + i64::from(i) * 61_000,
+                dims,
+                status: if i % 9 == 0 { 500 } else { 200 },
+                success: i % 9 != 0,
+                stream: i % 2 == 0,
+                quality: Quality::Complete,
+                ts_clamped: false,
+                tokens: Tokens { input_uncached: u64::from(i), output: 7, ..Tokens::default() },
+                latency_ms: 100 + i * 13,
+                ttft_ms: (i % 2 == 0).then_some(40 + i),
+                event_id: None,
+                request_id: None,
+                error_message: None,
+            };
+            views.apply(&ev, Sign::Add);
+            index.add(i, &ev);
+            let shape = Shape { dims: { let mut d = dims; d[Dim::Key as usize] = Sym::EMPTY; d }, status: ev.status, flags: 0 };
+            dict.local_ids(&shape, ev.dims[Dim::Key as usize], &mut DictDelta::default());
+        }
+        let mut bytes = Vec::new();
+        format::encode_saved(&(VERSION, &views, &index, &dict), &mut bytes).unwrap();
+        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (32_796, 3_729_855_654), "the saved layout changed: bump saved::VERSION");
+    }
+
+    #[test]
+    fn damaged_or_foreign_files_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let value: (u64, Vec<String>) = (7, vec!["a".into(), "bc".into()]);
+        write(dir.path(), &value).unwrap();
+        let path = dir.path().join(FILE);
+        assert_eq!(read::<(u64, Vec<String>)>(&path), Some(value));
+        let good = fs::read(&path).unwrap();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(decode::<(u64, Vec<String>)>(&bad), None, "flip at byte {i}");
+        }
+        for len in 0..good.len() {
+            assert_eq!(decode::<(u64, Vec<String>)>(&good[..len]), None, "cut at {len}");
+        }
+        assert_eq!(read::<(u64, Vec<String>)>(&dir.path().join("missing")), None);
+        assert!(!dir.path().join(TMP_FILE).exists());
+    }
+}
