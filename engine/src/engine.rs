@@ -493,7 +493,7 @@ impl Engine {
 
         // The state saved at a clean shutdown, if it still describes the log; else a rebuild.
         let saved_path = dir.join(saved::FILE);
-        let saved_state: Option<OwnedSaved> = if report.clean_shutdown && opts.save_state { saved::read(&saved_path) } else { None };
+        let saved_state: Option<(OwnedSaved, Views)> = if report.clean_shutdown && opts.save_state { saved::read(&saved_path) } else { None };
         match fs::remove_file(&saved_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &saved_path, e)),
             _ => {}
@@ -1238,9 +1238,8 @@ impl Engine {
             strings: (0..st.interner.len()).map(|i| st.interner.resolve(Sym(i as u32))).collect::<Vec<&str>>(),
             dedup: &st.dedup.seen,
             segments,
-            views: &st.views,
         };
-        saved::write(&self.shared.opts.dir, &state)
+        saved::write(&self.shared.opts.dir, &state, &st.views)
     }
 }
 
@@ -1254,14 +1253,14 @@ struct Restored {
     last_seq: u64,
 }
 
-type OwnedSaved = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, SegmentIndex>, Views>;
+type OwnedSaved = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, SegmentIndex>>;
 
 /// The saved state, if it describes exactly the segments `bases` and the rollups on disk.
-fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved: OwnedSaved) -> Option<Restored> {
+fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, (saved, views): (OwnedSaved, Views)) -> Option<Restored> {
     if saved.segments.len() != bases.len()
         || bases.is_empty()
         || saved.folded_through_seq != rollups.folded_through_seq
-        || saved.segments.iter().map(|s| s.n_events).sum::<u64>() != saved.views.event_count()
+        || saved.segments.iter().map(|s| s.n_events).sum::<u64>() != views.event_count()
     {
         return None;
     }
@@ -1306,7 +1305,7 @@ fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved: OwnedS
     Some(Restored {
         loaded,
         live_file: live_file?,
-        views: saved.views,
+        views,
         interner,
         dedup: Dedup { seen: saved.dedup },
         last_seq: saved.last_seq,

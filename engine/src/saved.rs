@@ -12,15 +12,17 @@
 //! damaged on disk while the engine was down is found when it is read (every decoded frame is
 //! checked again) or by `verify`, not at open.
 //!
-//! Layout: `MAGIC` (8 bytes), `VERSION` (u32 LE), body length (u64 LE), CRC32 of the body
-//! (u32 LE), then the body: [`Saved`] in bincode (through `format`). The body is the engine's
-//! own structures, so any change to them bumps `VERSION` (the golden test in `engine.rs` fails
-//! otherwise); an older file is then ignored and the engine rebuilt once.
+//! Layout: `MAGIC` (8 bytes), `VERSION` (u32 LE), then for each of two parts its length (u64 LE)
+//! and CRC32 (u32 LE); then the parts, each in bincode (through `format`): [`Saved`] and the
+//! views, decoded on two threads. They are the engine's own structures, so any change to them
+//! bumps `VERSION` (the golden test below fails otherwise); an older file is then ignored and the
+//! engine rebuilt once.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::format::{self, SegmentHeader};
@@ -33,12 +35,12 @@ pub const TMP_FILE: &str = "state.saved.tmp";
 const MAGIC: &[u8; 8] = b"TBSTATE\0";
 /// Bump on any change to a saved structure (views, cells, histograms, segment index, dictionary).
 pub const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 8 + 4 + 8 + 4;
+const HEADER_BYTES: usize = 8 + 4 + 2 * (8 + 4);
 
-/// Everything `open` would otherwise rebuild. Generic so that `close` can save borrowed parts
-/// and `open` read owned ones in the same layout.
+/// Everything `open` would otherwise rebuild but the views (the file's other part). Generic so
+/// that `close` can save borrowed parts and `open` read owned ones in the same layout.
 #[derive(Serialize, Deserialize)]
-pub struct Saved<Str, Dedup, Seg, Views> {
+pub struct Saved<Str, Dedup, Seg> {
     pub folded_through_seq: u64,
     pub last_seq: u64,
     /// The interner's strings by symbol.
@@ -46,7 +48,6 @@ pub struct Saved<Str, Dedup, Seg, Views> {
     pub dedup: Dedup,
     /// Oldest first; the last one is the live segment.
     pub segments: Vec<Seg>,
-    pub views: Views,
 }
 
 /// One segment as the engine holds it, but its map and file.
@@ -70,19 +71,28 @@ pub struct SavedSegment<Dict, Index> {
     pub ids_in_dedup: bool,
 }
 
-/// Writes `saved` to `dir/FILE` (through a temporary file and a rename, so a reader never sees
-/// half of it).
-pub fn write<T: Serialize>(dir: &Path, saved: &T) -> std::io::Result<()> {
+/// Writes the two parts to `dir/FILE` (through a temporary file and a rename, so a reader never
+/// sees half of it).
+pub fn write<A: Serialize, B: Serialize>(dir: &Path, a: &A, b: &B) -> std::io::Result<()> {
     let tmp = dir.join(TMP_FILE);
     let result = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(&[0; HEADER_BYTES])?;
-        // Buffered before the CRC, so it sums large chunks.
-        let mut out = BufWriter::with_capacity(1 << 20, CrcWriter { inner: file, crc: crc32fast::Hasher::new(), len: 0 });
-        format::encode_saved(saved, &mut out).map_err(std::io::Error::other)?;
-        let CrcWriter { inner: mut file, crc, len } = out.into_inner().map_err(|e| e.into_error())?;
+        let mut parts = [(0u64, 0u32); 2];
+        for (i, part) in parts.iter_mut().enumerate() {
+            // Buffered before the CRC, so it sums large chunks.
+            let mut out = BufWriter::with_capacity(1 << 20, CrcWriter { inner: file, crc: crc32fast::Hasher::new(), len: 0 });
+            match i {
+                0 => format::encode_saved(a, &mut out),
+                _ => format::encode_saved(b, &mut out),
+            }
+            .map_err(std::io::Error::other)?;
+            let w = out.into_inner().map_err(|e| e.into_error())?;
+            *part = (w.len, w.crc.finalize());
+            file = w.inner;
+        }
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(&header(len, crc.finalize()))?;
+        file.write_all(&header(parts))?;
         drop(file);
         fs::rename(&tmp, dir.join(FILE))
     })();
@@ -92,9 +102,9 @@ pub fn write<T: Serialize>(dir: &Path, saved: &T) -> std::io::Result<()> {
     result
 }
 
-/// Reads and decodes `path`; `None` if it is missing, damaged, from another version or does
-/// not decode.
-pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+/// Reads and decodes `path`, the two parts on two threads; `None` if it is missing, damaged,
+/// from another version or does not decode.
+pub fn read<A: DeserializeOwned, B: DeserializeOwned + Send>(path: &Path) -> Option<(A, B)> {
     let file = File::open(path).ok()?;
     // SAFETY: the file is private to the engine, which holds the directory lock and deletes it
     // right after this read; nothing writes it meanwhile.
@@ -102,26 +112,34 @@ pub fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     decode(&map)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+fn decode<A: DeserializeOwned, B: DeserializeOwned + Send>(bytes: &[u8]) -> Option<(A, B)> {
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return None;
     }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
-    let len = u64::from_le_bytes(bytes[12..20].try_into().ok()?);
-    let crc = u32::from_le_bytes(bytes[20..24].try_into().ok()?);
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let (len_a, crc_a, len_b, crc_b) = (u64_at(12), u32_at(20), u64_at(24), u32_at(32));
     let body = &bytes[HEADER_BYTES..];
-    if version != VERSION || body.len() as u64 != len || crc32fast::hash(body) != crc {
+    if u32_at(8) != VERSION || len_a.checked_add(len_b) != Some(body.len() as u64) {
         return None;
     }
-    format::decode_saved(body)
+    let (part_a, part_b) = body.split_at(len_a as usize);
+    let check = |part: &[u8], crc| crc32fast::hash(part) == crc;
+    std::thread::scope(|s| {
+        let b = s.spawn(|| if check(part_b, crc_b) { format::decode_saved::<B>(part_b) } else { None });
+        let a = if check(part_a, crc_a) { format::decode_saved::<A>(part_a) } else { None };
+        Some((a?, b.join().ok()??))
+    })
 }
 
-fn header(len: u64, crc: u32) -> [u8; HEADER_BYTES] {
+fn header(parts: [(u64, u32); 2]) -> [u8; HEADER_BYTES] {
     let mut h = [0; HEADER_BYTES];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[12..20].copy_from_slice(&len.to_le_bytes());
-    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    for (i, (len, crc)) in parts.iter().enumerate() {
+        h[12 + 12 * i..20 + 12 * i].copy_from_slice(&len.to_le_bytes());
+        h[20 + 12 * i..24 + 12 * i].copy_from_slice(&crc.to_le_bytes());
+    }
     h
 }
 
@@ -348,20 +366,21 @@ mod tests {
     #[test]
     fn damaged_or_foreign_files_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        let value: (u64, Vec<String>) = (7, vec!["a".into(), "bc".into()]);
-        write(dir.path(), &value).unwrap();
+        type Parts = (Vec<String>, (u64, u16));
+        let value: Parts = (vec!["a".into(), "bc".into()], (7, 9));
+        write(dir.path(), &value.0, &value.1).unwrap();
         let path = dir.path().join(FILE);
-        assert_eq!(read::<(u64, Vec<String>)>(&path), Some(value));
+        assert_eq!(read::<Vec<String>, (u64, u16)>(&path), Some(value));
         let good = fs::read(&path).unwrap();
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
-            assert_eq!(decode::<(u64, Vec<String>)>(&bad), None, "flip at byte {i}");
+            assert_eq!(decode::<Vec<String>, (u64, u16)>(&bad), None, "flip at byte {i}");
         }
         for len in 0..good.len() {
-            assert_eq!(decode::<(u64, Vec<String>)>(&good[..len]), None, "cut at {len}");
+            assert_eq!(decode::<Vec<String>, (u64, u16)>(&good[..len]), None, "cut at {len}");
         }
-        assert_eq!(read::<(u64, Vec<String>)>(&dir.path().join("missing")), None);
+        assert_eq!(read::<Vec<String>, (u64, u16)>(&dir.path().join("missing")), None);
         assert!(!dir.path().join(TMP_FILE).exists());
     }
 }
