@@ -30,7 +30,7 @@ use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
 use crate::rollup::{self, Rollups};
 use crate::saved;
-use crate::index::SegmentIndex;
+use crate::index::{LazyIndex, SavedIndex, SegmentIndex};
 use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
 use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, TrendBucket, Views};
 
@@ -493,12 +493,12 @@ impl Engine {
 
         // The state saved at a clean shutdown, if it still describes the log; else a rebuild.
         let saved_path = dir.join(saved::FILE);
-        let saved_state: Option<(OwnedSaved, Views)> = if report.clean_shutdown && opts.save_state { saved::read(&saved_path) } else { None };
+        let saved_file = if report.clean_shutdown && opts.save_state { saved::open(&saved_path) } else { None };
         match fs::remove_file(&saved_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &saved_path, e)),
             _ => {}
         }
-        let restored = saved_state.and_then(|s| restore(&opts, &bases, &rollups, s));
+        let restored = saved_file.as_ref().and_then(|f| restore(&opts, &bases, &rollups, f));
         report.restored = restored.is_some();
         let (mut loaded, live_file, interner, dedup, last_seq, views) = if let Some(r) = restored {
             report.events = r.loaded.iter().map(|s| s.n_events).sum();
@@ -607,7 +607,7 @@ impl Engine {
                     // The segment's bitmaps, built on the index thread.
                     let _ = to_indexer.send(IndexWork::Entries(std::mem::take(&mut entries)));
                     let _ = to_indexer.send(IndexWork::Finish);
-                    seg.index = built_indexes.recv().expect("the index thread does not panic");
+                    seg.set_index(LazyIndex::loaded(built_indexes.recv().expect("the index thread does not panic")));
                     for issue in outcome.issues {
                         report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
                     }
@@ -636,7 +636,7 @@ impl Engine {
                 loaded[i].sealed_at_ms = Some(next_created);
                 loaded[i].sealed = true;
                 loaded[i].dict.seal();
-                loaded[i].index.seal();
+                loaded[i].index_mut().seal();
             }
             (loaded, live_file, interner, dedup, last_seq, views)
         };
@@ -651,7 +651,7 @@ impl Engine {
                     last.sealed = true;
                     last.sealed_at_ms = Some(now);
                     last.dict.seal();
-                    last.index.seal();
+                    last.index_mut().seal();
                 }
                 let (seg, file) = create_segment(&opts, next_seq, now)?;
                 (seg, Arc::new(file))
@@ -661,6 +661,16 @@ impl Engine {
         // numbers still start at its base.
         let next_seq = next_seq.max(live.header.base_seq);
         let sealed: Vec<Arc<Segment>> = loaded.into_iter().map(Arc::new).collect();
+        if report.restored {
+            // The sealed segments' bitmaps are still in the saved file (unlinked, mapped): load
+            // them in the background, so that file's space is freed without waiting for queries.
+            let segments = sealed.clone();
+            let _ = std::thread::Builder::new().name("tokenboard-load-indexes".into()).spawn(move || {
+                for seg in segments {
+                    seg.index();
+                }
+            });
+        }
         let path = live.path.clone();
         let state = State {
             sealed,
@@ -927,7 +937,7 @@ impl Engine {
         old.sealed = true;
         old.sealed_at_ms = Some(now);
         old.dict.seal();
-        old.index.seal();
+        old.index_mut().seal();
         st.sealed.push(Arc::new(old));
         Ok(())
     }
@@ -1077,7 +1087,7 @@ impl Engine {
         let st = self.read();
         let bytes_on_disk = st.segments().map(|s| s.bytes_used).sum();
         let events = st.segments().map(|s| s.n_events).sum();
-        let bitmaps: usize = st.segments().map(|s| s.index.heap_bytes()).sum();
+        let bitmaps: usize = st.segments().map(|s| s.index_heap_bytes()).sum();
         let heap = HeapBreakdown {
             views: st.views.heap_bytes(),
             bitmaps,
@@ -1224,7 +1234,7 @@ impl Engine {
                 max_ts: seg.max_ts,
                 blocks: seg.blocks.clone(),
                 dict: &seg.dict,
-                index: &seg.index,
+                index: saved::Bytes(seg.saved_index()),
                 sealed: seg.sealed,
                 sealed_at_ms: seg.sealed_at_ms,
                 bytes_used: seg.bytes_used,
@@ -1253,10 +1263,12 @@ struct Restored {
     last_seq: u64,
 }
 
-type OwnedSaved = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, SegmentIndex>>;
+/// The saved state as read: each segment's index stays bytes in the file until first used.
+type ReadSaved<'a> = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, &'a [u8]>>;
 
 /// The saved state, if it describes exactly the segments `bases` and the rollups on disk.
-fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, (saved, views): (OwnedSaved, Views)) -> Option<Restored> {
+fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved_file: &saved::SavedFile) -> Option<Restored> {
+    let (saved, views): (ReadSaved, Views) = saved_file.decode()?;
     if saved.segments.len() != bases.len()
         || bases.is_empty()
         || saved.folded_through_seq != rollups.folded_through_seq
@@ -1290,7 +1302,10 @@ fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, (saved, views
         seg.max_ts = ss.max_ts;
         seg.blocks = ss.blocks;
         seg.dict = ss.dict;
-        seg.index = ss.index;
+        // The index stays in the saved file (kept mapped) until first used.
+        let map = saved_file.map();
+        let start = (ss.index.as_ptr() as usize).checked_sub(map.as_ptr() as usize)?;
+        seg.set_index(LazyIndex::saved(SavedIndex { map: map.clone(), range: start..start + ss.index.len() }));
         seg.sealed = ss.sealed;
         seg.sealed_at_ms = ss.sealed_at_ms;
         seg.bytes_used = ss.bytes_used;
@@ -1505,6 +1520,72 @@ fn release_tail(file: &File, committed_len: u64, file_len: u64) {
                 from as libc::off_t,
                 (file_len - from) as libc::off_t,
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::StatusFilter;
+
+    fn event(i: u64) -> NewEvent {
+        let mut e = NewEvent { ts_ms: 1_767_225_600_000 + i as i64 * 1000, status: if i % 7 == 0 { 500 } else { 200 }, latency_ms: 100, ..NewEvent::default() };
+        e.success = e.status == 200;
+        e.dims[Dim::Model as usize] = format!("model-{}", i % 5);
+        e.dims[Dim::Key as usize] = format!("key-{}", i % 11);
+        e.dims[Dim::Credential as usize] = format!("cred-{}", i % 3);
+        e
+    }
+
+    /// A saved index that does not decode (it cannot pass the file's CRC, but if it did) is
+    /// built again from the segment's events, to the same answers.
+    #[test]
+    fn a_saved_index_that_does_not_decode_is_rebuilt_from_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = EngineOptions::new(dir.path());
+        opts.segment_bytes_max = 64 * 1024;
+        opts.retention = Retention::none();
+        opts.retention_interval_ms = None;
+        opts.clock = Arc::new(|| 1_767_225_600_000 + 86_400_000);
+        let (engine, _) = Engine::open(opts.clone()).unwrap();
+        let events: Vec<NewEvent> = (0..12_000).map(event).collect();
+        for chunk in events.chunks(100) {
+            engine.append(chunk).unwrap();
+        }
+        engine.close().unwrap();
+        drop(engine);
+
+        let file = saved::open(&dir.path().join(saved::FILE)).unwrap();
+        let bases: Vec<u64> = {
+            let mut b: Vec<u64> = fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| segment::parse_segment_file_name(&e.unwrap().file_name().to_string_lossy()))
+                .collect();
+            b.sort_unstable();
+            b
+        };
+        assert!(bases.len() > 2);
+        let rollups = Rollups::load(dir.path()).unwrap();
+        let good = restore(&opts, &bases, &rollups, &file).unwrap();
+        let mut bad = restore(&opts, &bases, &rollups, &file).unwrap();
+        for seg in bad.loaded.iter_mut() {
+            seg.set_index(LazyIndex::saved(SavedIndex { map: file.map().clone(), range: 0..16 }));
+        }
+        let model = good.interner.get("model-3").unwrap();
+        let filters = [
+            LogFilter::default(),
+            LogFilter { model: Some(model), ..LogFilter::default() },
+            LogFilter { status: Some(StatusFilter::Errors), ..LogFilter::default() },
+        ];
+        for (g, b) in good.loaded.iter().zip(&bad.loaded) {
+            for filter in &filters {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                index::query_segment(g, filter, u64::MAX, 1000, &mut x);
+                index::query_segment(b, filter, u64::MAX, 1000, &mut y);
+                assert!(!x.is_empty() || filter.model.is_some());
+                assert_eq!(x, y);
+            }
         }
     }
 }

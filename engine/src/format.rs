@@ -424,6 +424,14 @@ pub(crate) fn decode_saved<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Opti
     }
 }
 
+/// Like `decode_saved`, borrowing byte strings from `bytes`.
+pub(crate) fn decode_saved_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    match bincode::serde::borrow_decode_from_slice::<T, _>(bytes, bincode_config()) {
+        Ok((v, used)) if used == bytes.len() => Some(v),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,63 @@ pub struct SegmentIndex {
     tail: Vec<TailEntry>,
 }
 
+/// A segment's index, or where to load it from: after an open from the saved state, a sealed
+/// segment's bitmaps stay in that file's map until a query first needs them.
+pub struct LazyIndex {
+    loaded: std::sync::OnceLock<SegmentIndex>,
+    saved: std::sync::Mutex<Option<SavedIndex>>,
+}
+
+/// The bincode of a `SegmentIndex` inside a mapped file.
+pub struct SavedIndex {
+    pub map: std::sync::Arc<memmap2::Mmap>,
+    pub range: std::ops::Range<usize>,
+}
+
+impl Default for LazyIndex {
+    fn default() -> LazyIndex {
+        LazyIndex::loaded(SegmentIndex::default())
+    }
+}
+
+impl LazyIndex {
+    pub fn loaded(index: SegmentIndex) -> LazyIndex {
+        LazyIndex { loaded: index.into(), saved: std::sync::Mutex::new(None) }
+    }
+
+    pub fn saved(saved: SavedIndex) -> LazyIndex {
+        LazyIndex { loaded: std::sync::OnceLock::new(), saved: std::sync::Mutex::new(Some(saved)) }
+    }
+
+    /// The index, loaded by `load` on first use (with the saved bytes, if still there).
+    pub fn get_or_load(&self, load: impl FnOnce(Option<&[u8]>) -> SegmentIndex) -> &SegmentIndex {
+        self.loaded.get_or_init(|| {
+            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
+            load(saved.as_ref().map(|s| &s.map[s.range.clone()]))
+        })
+    }
+
+    /// The index if loaded, else its saved bytes.
+    pub fn loaded_or_saved(&self) -> Result<&SegmentIndex, Vec<u8>> {
+        match self.loaded.get() {
+            Some(ix) => Ok(ix),
+            None => {
+                let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+                Err(saved.as_ref().map(|s| s.map[s.range.clone()].to_vec()).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn get_mut(&mut self) -> Option<&mut SegmentIndex> {
+        self.loaded.get_mut()
+    }
+
+    /// Heap of the loaded index (0 while it is still in the saved file).
+    pub fn heap_bytes(&self) -> usize {
+        self.loaded.get().map_or(0, SegmentIndex::heap_bytes)
+    }
+}
+
 impl SegmentIndex {
     pub fn add(&mut self, seq_delta: u32, ev: &StoredEvent) {
         self.add_entry(SegmentIndex::entry(seq_delta, ev));
@@ -255,7 +312,7 @@ impl LogFilter {
 fn candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap> {
     let acc = folded_candidates(seg, filter)?;
     // Buffered events are checked directly (at most one container's worth).
-    Some(acc | seg.index.tail_candidates(filter))
+    Some(acc | seg.index().tail_candidates(filter))
 }
 
 fn folded_candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap> {
@@ -269,21 +326,21 @@ fn folded_candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap>
     };
     for (i, f) in filter.dim_filters().iter().enumerate() {
         if let Some(sym) = f {
-            and(seg.index.by_dim[i].get(sym));
+            and(seg.index().by_dim[i].get(sym));
         }
     }
     match filter.status {
-        Some(StatusFilter::Code(c)) => and(seg.index.by_status.get(&c)),
+        Some(StatusFilter::Code(c)) => and(seg.index().by_status.get(&c)),
         Some(StatusFilter::Class(class)) => {
             let mut u = RoaringBitmap::new();
-            for (code, b) in &seg.index.by_status {
+            for (code, b) in &seg.index().by_status {
                 if crate::event::status_class(*code) == class {
                     u |= b;
                 }
             }
             and(Some(&u));
         }
-        Some(StatusFilter::Errors) => and(Some(&seg.index.failed)),
+        Some(StatusFilter::Errors) => and(Some(&seg.index().failed)),
         None => {}
     }
     acc
@@ -360,9 +417,9 @@ pub fn query_segment(seg: &Segment, filter: &LogFilter, before_seq: u64, limit: 
     }
     let limit_delta = (before_seq - seg.base_seq()).min(u32::MAX as u64) as u32;
     let key_blocks: Option<RoaringBitmap> = filter.key.map(|k| {
-        let mut blocks = seg.index.key_blocks.get(&k).cloned().unwrap_or_default();
+        let mut blocks = seg.index().key_blocks.get(&k).cloned().unwrap_or_default();
         let max = blocks.max();
-        let _ = blocks.append(seg.index.tail_key_blocks(k).skip_while(|b| max.is_some_and(|m| *b <= m)));
+        let _ = blocks.append(seg.index().tail_key_blocks(k).skip_while(|b| max.is_some_and(|m| *b <= m)));
         blocks
     });
     if key_blocks.as_ref().is_some_and(|b| b.is_empty()) {
@@ -470,8 +527,8 @@ pub fn scan_segment_filtered(seg: &Segment, filter: &LogFilter, indexed: bool, f
         return true;
     }
     let key_blocks: Option<RoaringBitmap> = filter.key.map(|k| {
-        let mut blocks = seg.index.key_blocks.get(&k).cloned().unwrap_or_default();
-        blocks.extend(seg.index.tail_key_blocks(k));
+        let mut blocks = seg.index().key_blocks.get(&k).cloned().unwrap_or_default();
+        blocks.extend(seg.index().tail_key_blocks(k));
         blocks
     });
     if key_blocks.as_ref().is_some_and(|b| b.is_empty()) {

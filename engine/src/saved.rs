@@ -20,7 +20,11 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -102,34 +106,67 @@ pub fn write<A: Serialize, B: Serialize>(dir: &Path, a: &A, b: &B) -> std::io::R
     result
 }
 
-/// Reads and decodes `path`, the two parts on two threads; `None` if it is missing, damaged,
-/// from another version or does not decode.
-pub fn read<A: DeserializeOwned, B: DeserializeOwned + Send>(path: &Path) -> Option<(A, B)> {
-    let file = File::open(path).ok()?;
-    // SAFETY: the file is private to the engine, which holds the directory lock and deletes it
-    // right after this read; nothing writes it meanwhile.
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    decode(&map)
+/// A saved-state file whose header is of this version and whose part lengths add up.
+pub struct SavedFile {
+    map: Arc<Mmap>,
+    parts: [(Range<usize>, u32); 2],
 }
 
-fn decode<A: DeserializeOwned, B: DeserializeOwned + Send>(bytes: &[u8]) -> Option<(A, B)> {
+/// Maps `path` and checks its header; `None` if it is missing, of another version or cut short.
+pub fn open(path: &Path) -> Option<SavedFile> {
+    let file = File::open(path).ok()?;
+    // SAFETY: the file is private to the engine, which holds the directory lock; `open` deletes
+    // it right after mapping it, and nothing ever writes it in place.
+    let map = unsafe { Mmap::map(&file) }.ok()?;
+    let parts = check_header(&map)?;
+    Some(SavedFile { map: Arc::new(map), parts })
+}
+
+impl SavedFile {
+    /// The mapped file (its parts borrow from it).
+    pub fn map(&self) -> &Arc<Mmap> {
+        &self.map
+    }
+
+    /// Checks the CRC of each part and decodes it, the two on two threads; the first part may
+    /// borrow from the file. `None` if either fails.
+    pub fn decode<'a, A: Deserialize<'a>, B: DeserializeOwned + Send>(&'a self) -> Option<(A, B)> {
+        decode_parts(&self.map, &self.parts)
+    }
+}
+
+/// The two parts' ranges and CRCs, if the header is sound.
+fn check_header(bytes: &[u8]) -> Option<[(Range<usize>, u32); 2]> {
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return None;
     }
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let (len_a, crc_a, len_b, crc_b) = (u64_at(12), u32_at(20), u64_at(24), u32_at(32));
-    let body = &bytes[HEADER_BYTES..];
-    if u32_at(8) != VERSION || len_a.checked_add(len_b) != Some(body.len() as u64) {
+    if u32_at(8) != VERSION || len_a.checked_add(len_b) != Some((bytes.len() - HEADER_BYTES) as u64) {
         return None;
     }
-    let (part_a, part_b) = body.split_at(len_a as usize);
-    let check = |part: &[u8], crc| crc32fast::hash(part) == crc;
+    let mid = HEADER_BYTES + len_a as usize;
+    Some([(HEADER_BYTES..mid, crc_a), (mid..bytes.len(), crc_b)])
+}
+
+fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned + Send>(bytes: &'a [u8], parts: &[(Range<usize>, u32); 2]) -> Option<(A, B)> {
+    let [(range_a, crc_a), (range_b, crc_b)] = parts;
+    let (part_a, part_b) = (&bytes[range_a.clone()], &bytes[range_b.clone()]);
     std::thread::scope(|s| {
-        let b = s.spawn(|| if check(part_b, crc_b) { format::decode_saved::<B>(part_b) } else { None });
-        let a = if check(part_a, crc_a) { format::decode_saved::<A>(part_a) } else { None };
+        let b = s.spawn(|| if crc32fast::hash(part_b) == *crc_b { format::decode_saved::<B>(part_b) } else { None });
+        let a = if crc32fast::hash(part_a) == *crc_a { format::decode_saved_borrowed::<A>(part_a) } else { None };
         Some((a?, b.join().ok()??))
     })
+}
+
+/// Bytes saved as one byte string (not a sequence of numbers).
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
 }
 
 fn header(parts: [(u64, u32); 2]) -> [u8; HEADER_BYTES] {
@@ -370,17 +407,18 @@ mod tests {
         let value: Parts = (vec!["a".into(), "bc".into()], (7, 9));
         write(dir.path(), &value.0, &value.1).unwrap();
         let path = dir.path().join(FILE);
-        assert_eq!(read::<Vec<String>, (u64, u16)>(&path), Some(value));
+        let decode = |bytes: &[u8]| check_header(bytes).and_then(|parts| decode_parts::<Vec<String>, (u64, u16)>(bytes, &parts));
+        assert_eq!(open(&path).unwrap().decode::<Vec<String>, (u64, u16)>(), Some(value));
         let good = fs::read(&path).unwrap();
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
-            assert_eq!(decode::<Vec<String>, (u64, u16)>(&bad), None, "flip at byte {i}");
+            assert_eq!(decode(&bad), None, "flip at byte {i}");
         }
         for len in 0..good.len() {
-            assert_eq!(decode::<Vec<String>, (u64, u16)>(&good[..len]), None, "cut at {len}");
+            assert_eq!(decode(&good[..len]), None, "cut at {len}");
         }
-        assert_eq!(read::<Vec<String>, (u64, u16)>(&dir.path().join("missing")), None);
+        assert!(open(&dir.path().join("missing")).is_none());
         assert!(!dir.path().join(TMP_FILE).exists());
     }
 }

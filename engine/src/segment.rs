@@ -30,7 +30,7 @@ use crate::format::{
     FRAME_HEADER_BYTES, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES, SHAPE_FLAG_STREAM,
     SHAPE_FLAG_SUCCESS, SHAPE_FLAG_TS_CLAMPED, SHAPE_QUALITY_SHIFT,
 };
-use crate::index::SegmentIndex;
+use crate::index::{LazyIndex, SegmentIndex};
 use crate::interner::Interner;
 
 /// Events per block of the sparse offset index.
@@ -362,7 +362,8 @@ pub struct Segment {
     pub max_ts: i64,
     pub blocks: Vec<Block>,
     pub dict: SegmentDict,
-    pub index: SegmentIndex,
+    /// The bitmaps: see [`Segment::index`].
+    index: LazyIndex,
     pub sealed: bool,
     /// Wall-clock time the segment stopped taking appends (the next segment's creation time).
     pub sealed_at_ms: Option<i64>,
@@ -394,7 +395,7 @@ impl Segment {
             max_ts: i64::MIN,
             blocks: Vec::new(),
             dict: SegmentDict::default(),
-            index: SegmentIndex::default(),
+            index: LazyIndex::default(),
             sealed: false,
             sealed_at_ms: None,
             bytes_used: SEGMENT_HEADER_BYTES as u64,
@@ -423,7 +424,7 @@ impl Segment {
             max_ts: self.max_ts,
             blocks: self.blocks.clone(),
             dict: self.dict.reader_copy(),
-            index: SegmentIndex::default(),
+            index: LazyIndex::default(),
             sealed: self.sealed,
             sealed_at_ms: self.sealed_at_ms,
             bytes_used: self.bytes_used,
@@ -435,7 +436,51 @@ impl Segment {
     /// Records an event that now lies at `offset` in the blocks, bounds and bitmaps.
     pub fn note_event(&mut self, offset: u64, ev: &StoredEvent) {
         let seq_delta = self.note_position(offset, ev);
-        self.index.add(seq_delta, ev);
+        self.index_mut().add(seq_delta, ev);
+    }
+
+    /// The segment's bitmaps. Left in the saved state by an open that used it, they are loaded
+    /// on first use; if those bytes do not decode, they are built again from the events.
+    pub fn index(&self) -> &SegmentIndex {
+        self.index.get_or_load(|saved| {
+            if let Some(ix) = saved.and_then(crate::format::decode_saved::<SegmentIndex>) {
+                return ix;
+            }
+            let mut ix = SegmentIndex::default();
+            self.for_each(&mut |ev| {
+                ix.add((ev.seq - self.header.base_seq) as u32, &ev);
+                true
+            });
+            if self.sealed {
+                ix.seal();
+            }
+            ix
+        })
+    }
+
+    pub fn index_mut(&mut self) -> &mut SegmentIndex {
+        self.index();
+        self.index.get_mut().expect("loaded just above")
+    }
+
+    pub fn set_index(&mut self, index: LazyIndex) {
+        self.index = index;
+    }
+
+    /// The index for the saved state: its bincode (copied as is while still unloaded).
+    pub fn saved_index(&self) -> Vec<u8> {
+        match self.index.loaded_or_saved() {
+            Ok(ix) => {
+                let mut out = Vec::new();
+                crate::format::encode_saved(ix, &mut out).expect("writing to a Vec cannot fail");
+                out
+            }
+            Err(bytes) => bytes,
+        }
+    }
+
+    pub fn index_heap_bytes(&self) -> usize {
+        self.index.heap_bytes()
     }
 
     /// Records an event in the blocks and bounds only (its index entry is built elsewhere);
