@@ -21,6 +21,13 @@ import time
 
 import psycopg
 
+
+def settle():
+    """Flushes dirty pages and lets the writeback finish before timing (as for every engine)."""
+    os.sync()
+    time.sleep(1)
+
+
 csv_path, work_dir, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 last7_from, last7_to, trend_from, trend_to = (int(x) for x in sys.argv[4:8])
 model = sys.argv[8]
@@ -100,6 +107,7 @@ try:
     con.execute("VACUUM ANALYZE calls")
     version = con.execute("SHOW server_version").fetchone()[0]
     disk = con.execute("SELECT pg_total_relation_size('calls')").fetchone()[0]
+    settle()
 
     queries = {
         "totals": ("SELECT count(*), sum(input + cache_read + output + reasoning) FROM calls WHERE ts >= %s AND ts < %s",
@@ -128,6 +136,7 @@ try:
 
     # Cold start: restart the server (page cache warm), connect, first totals query.
     stop()
+    settle()
     t = time.perf_counter()
     start()
     con = connect()

@@ -32,7 +32,7 @@ use crate::rollup::{self, Rollups};
 use crate::saved;
 use crate::index::{LazyIndex, SavedIndex, SegmentIndex};
 use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
-use crate::views::{EdgeScan, Granularity, Group, Sign, Summary, TimeRange, TrendBucket, Views};
+use crate::views::{EdgeScan, Granularity, Group, LoadedDays, LoadedRest, Sign, Summary, TimeRange, TrendBucket, Views};
 
 const MS_PER_HOUR: i64 = 3_600_000;
 
@@ -1221,6 +1221,8 @@ impl Engine {
     /// Writes the state `open` would otherwise rebuild (see `saved`).
     fn save_state(&self) -> std::io::Result<()> {
         let st = self.read();
+        let blobs: Vec<Vec<u8>> = st.segments().map(Segment::saved_index).collect();
+        let mut refs = saved::blob_refs(&blobs).into_iter();
         let segments = st
             .segments()
             .map(|seg| saved::SavedSegment {
@@ -1234,7 +1236,7 @@ impl Engine {
                 max_ts: seg.max_ts,
                 blocks: seg.blocks.clone(),
                 dict: &seg.dict,
-                index: saved::Bytes(seg.saved_index()),
+                index: refs.next().expect("one index per segment"),
                 sealed: seg.sealed,
                 sealed_at_ms: seg.sealed_at_ms,
                 bytes_used: seg.bytes_used,
@@ -1249,7 +1251,8 @@ impl Engine {
             dedup: &st.dedup.seen,
             segments,
         };
-        saved::write(&self.shared.opts.dir, &state, &st.views)
+        let (older_days, rest) = st.views.saved_parts();
+        saved::write(&self.shared.opts.dir, &state, &older_days, &rest, &blobs)
     }
 }
 
@@ -1264,11 +1267,12 @@ struct Restored {
 }
 
 /// The saved state as read: each segment's index stays bytes in the file until first used.
-type ReadSaved<'a> = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, &'a [u8]>>;
+type ReadSaved = saved::Saved<String, FxHashMap<u128, u64>, saved::SavedSegment<segment::SegmentDict, saved::BlobRef>>;
 
 /// The saved state, if it describes exactly the segments `bases` and the rollups on disk.
 fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved_file: &saved::SavedFile) -> Option<Restored> {
-    let (saved, views): (ReadSaved, Views) = saved_file.decode()?;
+    let (saved, older_days, rest): (ReadSaved, LoadedDays, LoadedRest) = saved_file.decode()?;
+    let views = Views::from_saved_parts(older_days, rest);
     if saved.segments.len() != bases.len()
         || bases.is_empty()
         || saved.folded_through_seq != rollups.folded_through_seq
@@ -1303,9 +1307,8 @@ fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved_file: &
         seg.blocks = ss.blocks;
         seg.dict = ss.dict;
         // The index stays in the saved file (kept mapped) until first used.
-        let map = saved_file.map();
-        let start = (ss.index.as_ptr() as usize).checked_sub(map.as_ptr() as usize)?;
-        seg.set_index(LazyIndex::saved(SavedIndex { map: map.clone(), range: start..start + ss.index.len() }));
+        let range = saved_file.blob(&ss.index)?;
+        seg.set_index(LazyIndex::saved(SavedIndex { map: saved_file.map().clone(), range, crc: ss.index.crc }));
         seg.sealed = ss.sealed;
         seg.sealed_at_ms = ss.sealed_at_ms;
         seg.bytes_used = ss.bytes_used;
@@ -1538,8 +1541,8 @@ mod tests {
         e
     }
 
-    /// A saved index that does not decode (it cannot pass the file's CRC, but if it did) is
-    /// built again from the segment's events, to the same answers.
+    /// A saved index that fails its CRC or does not decode is built again from the segment's
+    /// events, to the same answers.
     #[test]
     fn a_saved_index_that_does_not_decode_is_rebuilt_from_the_events() {
         let dir = tempfile::tempdir().unwrap();
@@ -1569,8 +1572,10 @@ mod tests {
         let rollups = Rollups::load(dir.path()).unwrap();
         let good = restore(&opts, &bases, &rollups, &file).unwrap();
         let mut bad = restore(&opts, &bases, &rollups, &file).unwrap();
-        for seg in bad.loaded.iter_mut() {
-            seg.set_index(LazyIndex::saved(SavedIndex { map: file.map().clone(), range: 0..16 }));
+        for (i, seg) in bad.loaded.iter_mut().enumerate() {
+            // Bytes that pass their CRC but are not an index, or that fail it.
+            let crc = if i % 2 == 0 { crc32fast::hash(&file.map()[..16]) } else { 0 };
+            seg.set_index(LazyIndex::saved(SavedIndex { map: file.map().clone(), range: 0..16, crc }));
         }
         let model = good.interner.get("model-3").unwrap();
         let filters = [

@@ -57,10 +57,11 @@ pub struct LazyIndex {
     saved: std::sync::Mutex<Option<SavedIndex>>,
 }
 
-/// The bincode of a `SegmentIndex` inside a mapped file.
+/// The bincode of a `SegmentIndex` inside a mapped file, and its CRC.
 pub struct SavedIndex {
     pub map: std::sync::Arc<memmap2::Mmap>,
     pub range: std::ops::Range<usize>,
+    pub crc: u32,
 }
 
 impl Default for LazyIndex {
@@ -78,11 +79,12 @@ impl LazyIndex {
         LazyIndex { loaded: std::sync::OnceLock::new(), saved: std::sync::Mutex::new(Some(saved)) }
     }
 
-    /// The index, loaded by `load` on first use (with the saved bytes, if still there).
+    /// The index, loaded by `load` on first use (with the saved bytes, if still there and
+    /// their CRC holds).
     pub fn get_or_load(&self, load: impl FnOnce(Option<&[u8]>) -> SegmentIndex) -> &SegmentIndex {
         self.loaded.get_or_init(|| {
             let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-            load(saved.as_ref().map(|s| &s.map[s.range.clone()]))
+            load(saved.as_ref().map(|s| &s.map[s.range.clone()]).filter(|b| crc32fast::hash(b) == saved.as_ref().map_or(0, |s| s.crc)))
         })
     }
 

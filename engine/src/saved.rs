@@ -12,9 +12,11 @@
 //! damaged on disk while the engine was down is found when it is read (every decoded frame is
 //! checked again) or by `verify`, not at open.
 //!
-//! Layout: `MAGIC` (8 bytes), `VERSION` (u32 LE), then for each of two parts its length (u64 LE)
-//! and CRC32 (u32 LE); then the parts, each in bincode (through `format`): [`Saved`] and the
-//! views, decoded on two threads. They are the engine's own structures, so any change to them
+//! Layout: `MAGIC` (8 bytes), `VERSION` (u32 LE), then for each of four parts its length (u64
+//! LE) and CRC32 (u32 LE); then the parts: [`Saved`], the older half of the views' days and the
+//! rest of the views, each in bincode (through `format`; the third is decoded on a second
+//! thread), and the segments' indexes, each the bincode of a `SegmentIndex` with its own CRC in
+//! its [`BlobRef`] (that part's CRC in the header is not checked: a blob is checked when loaded). They are the engine's own structures, so any change to them
 //! bumps `VERSION` (the golden test below fails otherwise); an older file is then ignored and the
 //! engine rebuilt once.
 
@@ -39,7 +41,7 @@ pub const TMP_FILE: &str = "state.saved.tmp";
 const MAGIC: &[u8; 8] = b"TBSTATE\0";
 /// Bump on any change to a saved structure (views, cells, histograms, segment index, dictionary).
 pub const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 8 + 4 + 2 * (8 + 4);
+const HEADER_BYTES: usize = 8 + 4 + PARTS * (8 + 4);
 
 /// Everything `open` would otherwise rebuild but the views (the file's other part). Generic so
 /// that `close` can save borrowed parts and `open` read owned ones in the same layout.
@@ -75,22 +77,27 @@ pub struct SavedSegment<Dict, Index> {
     pub ids_in_dedup: bool,
 }
 
-/// Writes the two parts to `dir/FILE` (through a temporary file and a rename, so a reader never
+/// Parts of the file: the segments and the rest of `Saved`; the older half of the views' days;
+/// the rest of the views; the segments' indexes (each with its own CRC, checked when loaded).
+const PARTS: usize = 4;
+
+/// Writes the parts to `dir/FILE` (through a temporary file and a rename, so a reader never
 /// sees half of it).
-pub fn write<A: Serialize, B: Serialize>(dir: &Path, a: &A, b: &B) -> std::io::Result<()> {
+pub fn write<A: Serialize, B: Serialize, C: Serialize>(dir: &Path, a: &A, b: &B, c: &C, blobs: &[Vec<u8>]) -> std::io::Result<()> {
     let tmp = dir.join(TMP_FILE);
     let result = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(&[0; HEADER_BYTES])?;
-        let mut parts = [(0u64, 0u32); 2];
+        let mut parts = [(0u64, 0u32); PARTS];
         for (i, part) in parts.iter_mut().enumerate() {
             // Buffered before the CRC, so it sums large chunks.
             let mut out = BufWriter::with_capacity(1 << 20, CrcWriter { inner: file, crc: crc32fast::Hasher::new(), len: 0 });
             match i {
-                0 => format::encode_saved(a, &mut out),
-                _ => format::encode_saved(b, &mut out),
-            }
-            .map_err(std::io::Error::other)?;
+                0 => format::encode_saved(a, &mut out).map_err(std::io::Error::other)?,
+                1 => format::encode_saved(b, &mut out).map_err(std::io::Error::other)?,
+                2 => format::encode_saved(c, &mut out).map_err(std::io::Error::other)?,
+                _ => blobs.iter().try_for_each(|b| out.write_all(b)).map(|()| 0)?,
+            };
             let w = out.into_inner().map_err(|e| e.into_error())?;
             *part = (w.len, w.crc.finalize());
             file = w.inner;
@@ -109,7 +116,7 @@ pub fn write<A: Serialize, B: Serialize>(dir: &Path, a: &A, b: &B) -> std::io::R
 /// A saved-state file whose header is of this version and whose part lengths add up.
 pub struct SavedFile {
     map: Arc<Mmap>,
-    parts: [(Range<usize>, u32); 2],
+    parts: [(Range<usize>, u32); PARTS],
 }
 
 /// Maps `path` and checks its header; `None` if it is missing, of another version or cut short.
@@ -128,48 +135,61 @@ impl SavedFile {
         &self.map
     }
 
-    /// Checks the CRC of each part and decodes it, the two on two threads; the first part may
-    /// borrow from the file. `None` if either fails.
-    pub fn decode<'a, A: Deserialize<'a>, B: DeserializeOwned + Send>(&'a self) -> Option<(A, B)> {
+    /// Where blob `r` of the last part lies in the file, if inside it.
+    pub fn blob(&self, r: &BlobRef) -> Option<Range<usize>> {
+        let part = &self.parts[PARTS - 1].0;
+        let start = part.start.checked_add(usize::try_from(r.offset).ok()?)?;
+        let end = start.checked_add(usize::try_from(r.len).ok()?)?;
+        (end <= part.end).then_some(start..end)
+    }
+
+    /// Checks the CRC of each part and decodes it: the first two on this thread (the first may
+    /// borrow from the file), the third on another. `None` if any fails.
+    pub fn decode<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned + Send>(&'a self) -> Option<(A, B, C)> {
         decode_parts(&self.map, &self.parts)
     }
 }
 
-/// The two parts' ranges and CRCs, if the header is sound.
-fn check_header(bytes: &[u8]) -> Option<[(Range<usize>, u32); 2]> {
+/// The parts' ranges and CRCs, if the header is sound.
+fn check_header(bytes: &[u8]) -> Option<[(Range<usize>, u32); PARTS]> {
     if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
         return None;
     }
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-    let (len_a, crc_a, len_b, crc_b) = (u64_at(12), u32_at(20), u64_at(24), u32_at(32));
-    if u32_at(8) != VERSION || len_a.checked_add(len_b) != Some((bytes.len() - HEADER_BYTES) as u64) {
+    if u32_at(8) != VERSION {
         return None;
     }
-    let mid = HEADER_BYTES + len_a as usize;
-    Some([(HEADER_BYTES..mid, crc_a), (mid..bytes.len(), crc_b)])
+    let mut at = HEADER_BYTES;
+    let mut parts: [(Range<usize>, u32); PARTS] = Default::default();
+    for (i, part) in parts.iter_mut().enumerate() {
+        let len = usize::try_from(u64_at(12 + 12 * i)).ok()?;
+        let end = at.checked_add(len).filter(|e| *e <= bytes.len())?;
+        *part = (at..end, u32_at(20 + 12 * i));
+        at = end;
+    }
+    (at == bytes.len()).then_some(parts)
 }
 
-fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned + Send>(bytes: &'a [u8], parts: &[(Range<usize>, u32); 2]) -> Option<(A, B)> {
-    let [(range_a, crc_a), (range_b, crc_b)] = parts;
-    let (part_a, part_b) = (&bytes[range_a.clone()], &bytes[range_b.clone()]);
+fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned + Send>(
+    bytes: &'a [u8],
+    parts: &[(Range<usize>, u32); PARTS],
+) -> Option<(A, B, C)> {
+    let part = |i: usize| {
+        let (range, crc) = &parts[i];
+        let b = &bytes[range.clone()];
+        (crc32fast::hash(b) == *crc).then_some(b)
+    };
+    // The last part is not checked here: each of its blobs carries its own CRC.
     std::thread::scope(|s| {
-        let b = s.spawn(|| if crc32fast::hash(part_b) == *crc_b { format::decode_saved::<B>(part_b) } else { None });
-        let a = if crc32fast::hash(part_a) == *crc_a { format::decode_saved_borrowed::<A>(part_a) } else { None };
-        Some((a?, b.join().ok()??))
+        let c = s.spawn(|| part(2).and_then(format::decode_saved::<C>));
+        let a = part(0).and_then(format::decode_saved_borrowed::<A>);
+        let b = part(1).and_then(format::decode_saved::<B>);
+        Some((a?, b?, c.join().ok()??))
     })
 }
 
-/// Bytes saved as one byte string (not a sequence of numbers).
-pub struct Bytes(pub Vec<u8>);
-
-impl Serialize for Bytes {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-fn header(parts: [(u64, u32); 2]) -> [u8; HEADER_BYTES] {
+fn header(parts: [(u64, u32); PARTS]) -> [u8; HEADER_BYTES] {
     let mut h = [0; HEADER_BYTES];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -179,6 +199,28 @@ fn header(parts: [(u64, u32); 2]) -> [u8; HEADER_BYTES] {
     }
     h
 }
+
+/// A blob in the file's last part: a segment's index, loaded when first needed.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub offset: u64,
+    pub len: u64,
+    pub crc: u32,
+}
+
+/// The blobs' references, given their bytes in order.
+pub fn blob_refs(blobs: &[Vec<u8>]) -> Vec<BlobRef> {
+    let mut offset = 0;
+    blobs
+        .iter()
+        .map(|b| {
+            let r = BlobRef { offset, len: b.len() as u64, crc: crc32fast::hash(b) };
+            offset += b.len() as u64;
+            r
+        })
+        .collect()
+}
+
 
 struct CrcWriter<W> {
     inner: W,
@@ -403,14 +445,23 @@ mod tests {
     #[test]
     fn damaged_or_foreign_files_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        type Parts = (Vec<String>, (u64, u16));
-        let value: Parts = (vec!["a".into(), "bc".into()], (7, 9));
-        write(dir.path(), &value.0, &value.1).unwrap();
+        type Parts = (Vec<String>, (u64, u16), Vec<u8>);
+        let value: Parts = (vec!["a".into(), "bc".into()], (7, 9), vec![1, 2, 3]);
+        let blobs = vec![b"first".to_vec(), b"second".to_vec()];
+        write(dir.path(), &value.0, &value.1, &value.2, &blobs).unwrap();
         let path = dir.path().join(FILE);
-        let decode = |bytes: &[u8]| check_header(bytes).and_then(|parts| decode_parts::<Vec<String>, (u64, u16)>(bytes, &parts));
-        assert_eq!(open(&path).unwrap().decode::<Vec<String>, (u64, u16)>(), Some(value));
+        let decode = |bytes: &[u8]| check_header(bytes).and_then(|parts| decode_parts::<Vec<String>, (u64, u16), Vec<u8>>(bytes, &parts));
+        let file = open(&path).unwrap();
+        assert_eq!(file.decode::<Vec<String>, (u64, u16), Vec<u8>>(), Some(value));
+        let refs = blob_refs(&blobs);
+        assert_eq!(&file.map()[file.blob(&refs[1]).unwrap()], b"second");
+        assert!(file.blob(&BlobRef { offset: 3, len: 9, crc: 0 }).is_none(), "past the end");
         let good = fs::read(&path).unwrap();
-        for i in 0..good.len() {
+        // Flips in the blobs are found when one is loaded (its own CRC), not here; so is the
+        // blob part's CRC field not checked.
+        let blobs_at = good.len() - 11;
+        let unchecked_crc = 20 + 12 * (PARTS - 1)..24 + 12 * (PARTS - 1);
+        for i in (0..blobs_at).filter(|i| !unchecked_crc.contains(i)) {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
             assert_eq!(decode(&bad), None, "flip at byte {i}");

@@ -645,6 +645,66 @@ pub struct Views {
     hot: Vec<HotPeriod>,
 }
 
+/// The views as saved at a clean close, in two parts decoded on two threads: the older half of
+/// the days, and the rest (see `saved`).
+#[derive(Serialize)]
+pub(crate) struct SavedDays<'a>(&'a [DayBlock]);
+
+#[derive(Deserialize)]
+pub(crate) struct LoadedDays(Vec<DayBlock>);
+
+#[derive(Serialize)]
+pub(crate) struct SavedRest<'a> {
+    days: &'a [DayBlock],
+    cursor: usize,
+    frozen_totals: &'a [OrderedMap<AggCell>; 5],
+    key_totals: &'a KeyTotals,
+    applies: u64,
+    dense_minutes: [i64; DENSE_MINUTES],
+    hot: &'a [HotPeriod],
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoadedRest {
+    days: Vec<DayBlock>,
+    cursor: usize,
+    frozen_totals: [OrderedMap<AggCell>; 5],
+    key_totals: KeyTotals,
+    applies: u64,
+    dense_minutes: [i64; DENSE_MINUTES],
+    hot: Vec<HotPeriod>,
+}
+
+impl Views {
+    pub(crate) fn saved_parts(&self) -> (SavedDays<'_>, SavedRest<'_>) {
+        let (older, newer) = self.days.split_at(self.days.len() / 2);
+        let rest = SavedRest {
+            days: newer,
+            cursor: self.cursor,
+            frozen_totals: &self.frozen_totals,
+            key_totals: &self.key_totals,
+            applies: self.applies,
+            dense_minutes: self.dense_minutes,
+            hot: &self.hot,
+        };
+        (SavedDays(older), rest)
+    }
+
+    pub(crate) fn from_saved_parts(older: LoadedDays, rest: LoadedRest) -> Views {
+        let mut days = older.0;
+        days.extend(rest.days);
+        Views {
+            days,
+            cursor: rest.cursor,
+            frozen_totals: rest.frozen_totals,
+            key_totals: rest.key_totals,
+            applies: rest.applies,
+            dense_minutes: rest.dense_minutes,
+            hot: rest.hot,
+        }
+    }
+}
+
 impl Default for Views {
     fn default() -> Views {
         Views::new()
