@@ -55,7 +55,31 @@ fn fmt(d: Duration) -> String {
     }
 }
 
+/// `--cold ENGINE_DIR SQLITE_FILE FROM TO`: opens each store, answers the count of events in
+/// [FROM, TO) and prints the two times (s) and the two counts.
+fn cold(args: &[String]) {
+    let (from, to): (i64, i64) = (args[3].parse().expect("from"), args[4].parse().expect("to"));
+    let t = Instant::now();
+    let mut o = EngineOptions::new(&args[1]);
+    o.retention = Retention::none();
+    o.retention_interval_ms = None;
+    o.segment_age_max_ms = 365 * DAY;
+    let (engine, report) = Engine::open(o).expect("open engine");
+    let e = engine.summary(TimeRange::new(from, to)).agg.calls;
+    let te = t.elapsed();
+    assert!(report.restored, "the state saved at close was not used");
+    let t = Instant::now();
+    let db = Connection::open(&args[2]).expect("open sqlite");
+    let s: i64 = db.query_row("SELECT count(*) FROM calls WHERE ts >= ? AND ts < ?", params![from, to], |r| r.get(0)).expect("count");
+    let ts = t.elapsed();
+    println!("{} {} {e} {s}", te.as_secs_f64(), ts.as_secs_f64());
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--cold") {
+        return cold(&argv[1..]);
+    }
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
     let reps: usize = std::env::var("TB_PEERS_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -256,19 +280,18 @@ fn main() {
     drop(db);
     let sqlite_bytes = ["calls.db", "calls.db-wal", "calls.db-shm"].iter().filter_map(|f| std::fs::metadata(tmp.path().join(f)).ok()).map(|m| m.len()).sum::<u64>();
 
-    // 6. Cold start: open the store and answer the first totals query (page cache warm).
-    settle();
-    let t = Instant::now();
-    let (engine, _) = Engine::open(engine_opts()).expect("reopen");
-    let e = engine.summary(all).agg.calls;
-    let te = t.elapsed();
-    let t = Instant::now();
-    let db = Connection::open(&sqlite_path).expect("reopen sqlite");
-    let s: i64 = db.query_row("SELECT count(*) FROM calls WHERE ts >= ? AND ts < ?", params![all.from_ms, all.to_ms], |r| r.get(0)).expect("count");
-    let ts = t.elapsed();
-    assert_eq!(e, s as u64);
-    rows.push(("cold start: open + first totals".into(), te, ts));
+    // 6. Cold start: a new process opens the store and answers the first totals query, as after
+    //    a restart (page cache warm; timed inside that process).
     let sqlite_high = unsafe { rusqlite::ffi::sqlite3_memory_highwater(0) };
+    settle();
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--cold".as_ref(), engine_dir.as_os_str(), sqlite_path.as_os_str(), all.from_ms.to_string().as_ref(), all.to_ms.to_string().as_ref()])
+        .output()
+        .expect("run the cold start");
+    assert!(out.status.success(), "cold start failed: {}", String::from_utf8_lossy(&out.stderr));
+    let cold: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|v| v.parse().expect("number")).collect();
+    assert_eq!((cold[2] as u64, cold[3] as u64), (n, n), "cold counts agree");
+    rows.push(("cold start: open + first totals (new process)".into(), Duration::from_secs_f64(cold[0]), Duration::from_secs_f64(cold[1])));
 
     // The peers driven from Python read the same CSV; their answers must be the same.
     let answers = Answers { totals: totals_e, models: models_e, top: top_e, trend: trend_e, errors: errors_e, n };
