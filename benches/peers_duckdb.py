@@ -5,8 +5,6 @@ dashboard questions and prints times and answers as JSON on stdout.
 """
 
 import json
-import os
-import statistics
 import subprocess
 import sys
 import time
@@ -14,10 +12,7 @@ import time
 import duckdb
 
 
-def settle():
-    """Flushes dirty pages and lets the writeback finish before timing (as for every engine)."""
-    os.sync()
-    time.sleep(1)
+from peers_common import settle, time_queries
 
 
 csv, db_file, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -50,16 +45,8 @@ QUERIES = {
     "errors": ("SELECT seq FROM calls WHERE model = ? AND success = 0 ORDER BY seq DESC LIMIT 100", [model]),
 }
 
-out = {"version": duckdb.__version__, "load_s": load_s, "queries": {}}
-for name, (sql, params) in QUERIES.items():
-    con.execute(sql, params).fetchall()  # warm-up, untimed (as for every engine)
-    times = []
-    rows = None
-    for _ in range(reps):
-        t = time.perf_counter()
-        rows = con.execute(sql, params).fetchall()
-        times.append(time.perf_counter() - t)
-    out["queries"][name] = {"median_s": statistics.median(times), "rows": [list(r) for r in rows]}
+out = {"version": duckdb.__version__, "load_s": load_s,
+       "queries": time_queries(lambda sql, params: con.execute(sql, params).fetchall(), QUERIES, reps)}
 con.close()
 settle()
 

@@ -14,7 +14,6 @@ import glob
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -22,10 +21,7 @@ import time
 import psycopg
 
 
-def settle():
-    """Flushes dirty pages and lets the writeback finish before timing (as for every engine)."""
-    os.sync()
-    time.sleep(1)
+from peers_common import settle, time_queries
 
 
 csv_path, work_dir, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -121,17 +117,7 @@ try:
         "errors": ("SELECT seq FROM calls WHERE model = %s AND success = 0 ORDER BY seq DESC LIMIT 100", [model]),
     }
     out = {"version": version, "load_s": load_s, "rows_loaded": n, "disk_bytes": disk, "queries": {}}
-    for name, (sql, params) in queries.items():
-        con.execute(sql, params).fetchall()  # warm-up, untimed (as for every engine)
-        times = []
-        rows = None
-        for _ in range(reps):
-            t = time.perf_counter()
-            rows = con.execute(sql, params).fetchall()
-            times.append(time.perf_counter() - t)
-        # Sums of BIGINT come back as Decimal.
-        out["queries"][name] = {"median_s": statistics.median(times),
-                                "rows": [[int(v) if not isinstance(v, str) else v for v in r] for r in rows]}
+    out["queries"] = time_queries(lambda sql, params: con.execute(sql, params).fetchall(), queries, reps)
     con.close()
 
     # Cold start: restart the server (page cache warm), connect, first totals query.

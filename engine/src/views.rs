@@ -401,7 +401,7 @@ impl PartialEq for HourSlot {
 
 /// Everything kept for one UTC day.
 #[derive(Serialize, Deserialize)]
-struct DayBlock {
+pub(crate) struct DayBlock {
     day: i64,
     /// Events held; the block goes when it returns to zero.
     calls: u64,
@@ -590,7 +590,7 @@ fn thaw_hour(slot: &mut HourSlot, totals: &mut [OrderedMap<AggCell>; 5]) {
 
 /// A period whose cells are hot, to be frozen once it is old.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum HotPeriod {
+pub(crate) enum HotPeriod {
     /// Hour index: UTC hours since the epoch.
     Hour(i64),
     Day(i64),
@@ -623,7 +623,6 @@ impl TurnedHot {
 }
 
 /// The materialised views.
-#[derive(Serialize, Deserialize)]
 pub struct Views {
     /// Sorted by day; only days holding events.
     days: Vec<DayBlock>,
@@ -647,33 +646,25 @@ pub struct Views {
 
 /// The views as saved at a clean close, in two parts decoded on two threads: the older half of
 /// the days, and the rest (see `saved`).
-#[derive(Serialize)]
-pub(crate) struct SavedDays<'a>(&'a [DayBlock]);
+/// Generic so that `close` saves borrowed parts and `open` reads owned ones in one layout.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ViewsDays<Days>(Days);
 
-#[derive(Deserialize)]
-pub(crate) struct LoadedDays(Vec<DayBlock>);
-
-#[derive(Serialize)]
-pub(crate) struct SavedRest<'a> {
-    days: &'a [DayBlock],
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ViewsRest<Days, Totals, Keys, Hot> {
+    days: Days,
     cursor: usize,
-    frozen_totals: &'a [OrderedMap<AggCell>; 5],
-    key_totals: &'a KeyTotals,
+    frozen_totals: Totals,
+    key_totals: Keys,
     applies: u64,
     dense_minutes: [i64; DENSE_MINUTES],
-    hot: &'a [HotPeriod],
+    hot: Hot,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct LoadedRest {
-    days: Vec<DayBlock>,
-    cursor: usize,
-    frozen_totals: [OrderedMap<AggCell>; 5],
-    key_totals: KeyTotals,
-    applies: u64,
-    dense_minutes: [i64; DENSE_MINUTES],
-    hot: Vec<HotPeriod>,
-}
+type SavedDays<'a> = ViewsDays<&'a [DayBlock]>;
+type SavedRest<'a> = ViewsRest<&'a [DayBlock], &'a [OrderedMap<AggCell>; 5], &'a KeyTotals, &'a [HotPeriod]>;
+pub(crate) type LoadedDays = ViewsDays<Vec<DayBlock>>;
+pub(crate) type LoadedRest = ViewsRest<Vec<DayBlock>, [OrderedMap<AggCell>; 5], KeyTotals, Vec<HotPeriod>>;
 
 impl Views {
     pub(crate) fn saved_parts(&self) -> (SavedDays<'_>, SavedRest<'_>) {
@@ -687,7 +678,7 @@ impl Views {
             dense_minutes: self.dense_minutes,
             hot: &self.hot,
         };
-        (SavedDays(older), rest)
+        (ViewsDays(older), rest)
     }
 
     pub(crate) fn from_saved_parts(older: LoadedDays, rest: LoadedRest) -> Views {
