@@ -365,8 +365,14 @@ const MINUTE_RUNS_MAX: usize = 512;
 const QUARTER_RUNS_MAX: usize = 128;
 /// A day total's histogram is kept dense above this many entries.
 const DAY_RUNS_MAX: usize = 256;
-/// Likewise an hour total's.
-const HOUR_RUNS_MAX: usize = 256;
+
+/// A frozen hour's totals, with its histograms as a trend bucket returns them.
+#[derive(Serialize, Deserialize)]
+struct HourTotal {
+    agg: AggCell,
+    latency: Histogram,
+    ttft: Histogram,
+}
 
 /// The totals of a UTC quarter hour.
 #[derive(PartialEq, Serialize, Deserialize)]
@@ -389,8 +395,8 @@ struct HourSlot {
     /// `Views::applies` when last touched (a cache).
     last_touch: u64,
     /// The sum of the hour's quarters, computed when the hour freezes and dropped by any write
-    /// (a cache: hourly trends then read one histogram per hour, not four).
-    total: Option<Box<QuarterSlot>>,
+    /// (a cache: an hourly trend bucket is then a copy of it, not a merge of four quarters).
+    total: Option<Box<HourTotal>>,
 }
 
 impl PartialEq for HourSlot {
@@ -469,7 +475,8 @@ impl DayBlock {
                 && let Some(total) = self.hours[q / QUARTERS_PER_HOUR].as_ref().and_then(|h| h.total.as_ref())
             {
                 agg.merge(&total.agg);
-                total.hist.add_to(hist);
+                total.latency.add_to(&mut hist[..BINS]);
+                total.ttft.add_to(&mut hist[BINS..]);
                 q += QUARTERS_PER_HOUR;
                 continue;
             }
@@ -531,7 +538,7 @@ impl DayBlock {
         }
         for slot in self.hours.iter().flatten() {
             bytes += size_of::<HourSlot>() + slot.keys.heap_bytes();
-            bytes += slot.total.as_ref().map_or(0, |t| size_of::<QuarterSlot>() + t.hist.heap_bytes());
+            bytes += slot.total.as_ref().map_or(0, |t| size_of::<HourTotal>() + t.latency.heap_bytes() + t.ttft.heap_bytes());
             bytes += slot.groups.iter().map(|g| g.heap_bytes()).sum::<usize>();
         }
         bytes += self.total.as_ref().map_or(0, |t| size_of::<QuarterSlot>() + t.hist.heap_bytes());
@@ -542,6 +549,18 @@ impl DayBlock {
     fn compute_total(&mut self) {
         self.total = Some(sum_quarters(&self.quarters, DAY_RUNS_MAX));
     }
+}
+
+/// The sum of an hour's quarters.
+fn hour_total(quarters: &[Option<Box<QuarterSlot>>]) -> Box<HourTotal> {
+    let mut agg = AggCell::default();
+    let mut dense = DenseKeys::new();
+    for slot in quarters.iter().flatten() {
+        agg.merge(&slot.agg);
+        slot.hist.add_to(&mut dense.0);
+    }
+    let (latency, ttft) = dense.take();
+    Box::new(HourTotal { agg, latency, ttft })
 }
 
 /// The sum of some quarters, its histogram compacted to at most `runs_max` entries.
@@ -1039,7 +1058,7 @@ impl Views {
                     for slot in block.quarters[quarters.clone()].iter_mut().flatten() {
                         slot.hist.compact(QUARTER_RUNS_MAX);
                     }
-                    let total = sum_quarters(&block.quarters[quarters], HOUR_RUNS_MAX);
+                    let total = hour_total(&block.quarters[quarters]);
                     if let Some(slot) = &mut block.hours[hour] {
                         slot.total = Some(total);
                     }
@@ -1131,6 +1150,14 @@ impl Views {
         (!narrowed.is_empty()).then_some(narrowed)
     }
 
+    /// The totals of the UTC hour `[m_lo, m_hi)` (minute indices) if it is exactly one frozen hour.
+    fn whole_frozen_hour(&self, m_lo: i64, m_hi: i64) -> Option<&HourTotal> {
+        if m_hi - m_lo != 60 || m_lo.rem_euclid(60) != 0 {
+            return None;
+        }
+        self.hour_slot(m_lo.div_euclid(60))?.total.as_deref()
+    }
+
     /// Sums of the consecutive ranges `[cuts[i], cuts[i + 1])`, exact for any cuts.
     fn accumulate(&self, cuts: &[i64], scan: &mut dyn EdgeScan) -> Vec<Summary> {
         let buckets = cuts.len().saturating_sub(1);
@@ -1139,7 +1166,14 @@ impl Views {
         for w in cuts.windows(2) {
             let (m_lo, m_hi) = (ceil_div(w[0], MINUTE_MS), floor_div(w[1], MINUTE_MS));
             let mut summary = Summary::default();
-            if m_lo < m_hi {
+            if let Some(total) = self.whole_frozen_hour(m_lo, m_hi) {
+                // The usual bucket of an hourly trend: a copy of the hour's totals.
+                if total.agg.calls() > 0 {
+                    summary.agg = total.agg.to_agg();
+                    summary.latency = total.latency.clone();
+                    summary.ttft = total.ttft.clone();
+                }
+            } else if m_lo < m_hi {
                 let mut agg = AggCell::default();
                 self.add_minute_range(m_lo, m_hi, &mut agg, &mut dense.0);
                 let (latency, ttft) = dense.take();

@@ -49,7 +49,7 @@ pub fn bin_value(bin: usize) -> u32 {
 
 /// Mergeable log-linear histogram of `u32` values (milliseconds). See the module doc for the
 /// bins; a quantile is off by at most 6.25 % of the true value.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Histogram {
     /// Counters of bins `first..first + counts.len()`; only the span from the lowest to the
     /// highest bin ever recorded is allocated, so a trend's many histograms stay small.
@@ -120,6 +120,19 @@ impl Histogram {
             *a = a.saturating_add(*b);
         }
         self.count = self.count.saturating_add(other.count);
+    }
+
+    /// Adds its counts into dense counters of its bins (`BINS` of them).
+    pub(crate) fn add_to(&self, dense: &mut [u64]) {
+        if let Some(span) = dense.get_mut(self.first..self.first + self.counts.len()) {
+            for (d, c) in span.iter_mut().zip(&self.counts) {
+                *d = d.wrapping_add(*c);
+            }
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * size_of::<u64>()
     }
 
     /// The histogram of dense bin counts, leaving `counts` zero.
