@@ -13,7 +13,9 @@
 //!   - 24 hour slots with the breakdown cells of Model, Endpoint, Provider, Credential and
 //!     StatusClass, and the hour's Key cells: every key while the hour is hot, only the
 //!     heaviest once it is frozen (see "Top-N" below);
-//!   - the day's Key cells, and once frozen its heaviest keys.
+//!   - the day's Key cells, and once frozen its heaviest keys;
+//!   - once an hour (day) freezes, the sum of its quarters with their histograms (any write
+//!     drops it): an hourly trend bucket is then a copy, a long range reads days and hours.
 //!
 //!   Days live in a `Vec` sorted by day number; the last-touched position is cached, so
 //!   in-order appends do no search.
