@@ -14,6 +14,8 @@
 //! the last are full. That form is canonical (one total gives one run), so two lists holding
 //! the same counts are equal element by element.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::Sign;
@@ -52,9 +54,10 @@ pub fn bin_value(bin: usize) -> u32 {
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Histogram {
     /// Counters of bins `first..first + counts.len()`; only the span from the lowest to the
-    /// highest bin ever recorded is allocated, so a trend's many histograms stay small.
+    /// highest bin ever recorded is allocated, so a trend's many histograms stay small. Shared
+    /// and copied on write: a trend bucket of a frozen hour is a clone of the hour's histograms.
     first: usize,
-    counts: Vec<u64>,
+    counts: Arc<[u64]>,
     count: u64,
 }
 
@@ -71,18 +74,16 @@ impl Histogram {
     fn cover(&mut self, lo: usize, hi: usize) {
         if self.counts.is_empty() {
             self.first = lo;
-            self.counts = vec![0; hi - lo + 1];
+            self.counts = vec![0; hi - lo + 1].into();
             return;
         }
         let end = self.first + self.counts.len();
-        if lo < self.first {
-            let mut counts = vec![0; self.first - lo];
-            counts.extend_from_slice(&self.counts);
-            self.counts = counts;
-            self.first = lo;
-        }
-        if hi >= end {
-            self.counts.resize(hi + 1 - self.first, 0);
+        if lo < self.first || hi >= end {
+            let (first, last) = (lo.min(self.first), hi.max(end - 1));
+            let mut counts = vec![0; last + 1 - first];
+            counts[self.first - first..end - first].copy_from_slice(&self.counts);
+            self.counts = counts.into();
+            self.first = first;
         }
     }
 
@@ -91,12 +92,12 @@ impl Histogram {
         match sign {
             Sign::Add => {
                 self.cover(bin, bin);
-                let c = &mut self.counts[bin - self.first];
+                let c = &mut Arc::make_mut(&mut self.counts)[bin - self.first];
                 *c = c.saturating_add(n);
                 self.count = self.count.saturating_add(n);
             }
             Sign::Sub => {
-                let Some(c) = bin.checked_sub(self.first).and_then(|i| self.counts.get_mut(i)) else {
+                let Some(c) = bin.checked_sub(self.first).and_then(|i| Arc::make_mut(&mut self.counts).get_mut(i)) else {
                     debug_assert!(false, "histogram: removing a value never recorded");
                     return;
                 };
@@ -116,7 +117,7 @@ impl Histogram {
         }
         self.cover(other.first, other.first + other.counts.len() - 1);
         let offset = other.first - self.first;
-        for (a, b) in self.counts[offset..].iter_mut().zip(&other.counts) {
+        for (a, b) in Arc::make_mut(&mut self.counts)[offset..].iter_mut().zip(other.counts.iter()) {
             *a = a.saturating_add(*b);
         }
         self.count = self.count.saturating_add(other.count);
@@ -125,14 +126,14 @@ impl Histogram {
     /// Adds its counts into dense counters of its bins (`BINS` of them).
     pub(crate) fn add_to(&self, dense: &mut [u64]) {
         if let Some(span) = dense.get_mut(self.first..self.first + self.counts.len()) {
-            for (d, c) in span.iter_mut().zip(&self.counts) {
+            for (d, c) in span.iter_mut().zip(self.counts.iter()) {
                 *d = d.wrapping_add(*c);
             }
         }
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.counts.capacity() * size_of::<u64>()
+        self.counts.len() * size_of::<u64>()
     }
 
     /// The histogram of dense bin counts, leaving `counts` zero.
@@ -147,7 +148,7 @@ impl Histogram {
         let hi = counts[..((hi_chunk + 1) * W).min(counts.len())].iter().rposition(|c| *c != 0).unwrap_or(lo);
         let span = &mut counts[lo..=hi];
         let count = span.iter().fold(0u64, |a, &c| a.saturating_add(c));
-        let h = Histogram { first: lo, counts: span.to_vec(), count };
+        let h = Histogram { first: lo, counts: Arc::from(&*span), count };
         span.fill(0);
         h
     }
