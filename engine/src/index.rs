@@ -84,7 +84,7 @@ impl LazyIndex {
     pub fn get_or_load(&self, load: impl FnOnce(Option<&[u8]>) -> SegmentIndex) -> &SegmentIndex {
         self.loaded.get_or_init(|| {
             let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-            load(saved.as_ref().map(|s| &s.map[s.range.clone()]).filter(|b| crc32fast::hash(b) == saved.as_ref().map_or(0, |s| s.crc)))
+            load(saved.as_ref().map(|s| &s.map[s.range.clone()]).filter(|b| saved.as_ref().is_some_and(|s| crc32fast::hash(b) == s.crc)))
         })
     }
 

@@ -555,27 +555,28 @@ impl DayBlock {
 
 /// The sum of an hour's quarters.
 fn hour_total(quarters: &[Option<Box<QuarterSlot>>]) -> Box<HourTotal> {
-    let mut agg = AggCell::default();
-    let mut dense = DenseKeys::new();
-    for slot in quarters.iter().flatten() {
-        agg.merge(&slot.agg);
-        slot.hist.add_to(&mut dense.0);
-    }
+    let (agg, mut dense) = add_quarters(quarters);
     let (latency, ttft) = dense.take();
     Box::new(HourTotal { agg, latency, ttft })
 }
 
 /// The sum of some quarters, its histogram compacted to at most `runs_max` entries.
 fn sum_quarters(quarters: &[Option<Box<QuarterSlot>>], runs_max: usize) -> Box<QuarterSlot> {
-    let mut agg = AggCell::default();
-    let mut hist = [0u64; KEYS];
-    for slot in quarters.iter().flatten() {
-        agg.merge(&slot.agg);
-        slot.hist.add_to(&mut hist);
-    }
-    let mut total = SlotHist::Dense(Box::new(hist));
+    let (agg, dense) = add_quarters(quarters);
+    let mut total = SlotHist::Dense(dense.0);
     total.compact(runs_max);
     Box::new(QuarterSlot { agg, hist: total })
+}
+
+/// The totals and dense histogram counters of some quarters.
+fn add_quarters(quarters: &[Option<Box<QuarterSlot>>]) -> (AggCell, DenseKeys) {
+    let mut agg = AggCell::default();
+    let mut dense = DenseKeys::new();
+    for slot in quarters.iter().flatten() {
+        agg.merge(&slot.agg);
+        slot.hist.add_to(&mut dense.0);
+    }
+    (agg, dense)
 }
 
 /// Removals from a frozen hour with more cells than this in some group thaw it first.
