@@ -1,7 +1,7 @@
 // End-to-end tests: headless Chromium (playwright-core) against the real tokenboard binary.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium } from 'playwright-core'
@@ -55,10 +55,12 @@ const zoned = (ms, tz) => {
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`
 }
 
-before(async () => {
-  server = await startServer()
-  await ingest(EVENTS)
-  context = await chromium.launchPersistentContext(profileDir, {
+// A browser that dies while starting (seen once in CI: SIGSEGV before the first page, every test
+// then failing in this hook) is the machine's fault, not the console's: start it again, up to three
+// times, each time with a fresh profile, and say so. A browser that starts and then misbehaves still
+// fails the tests.
+async function launchBrowser() {
+  const options = {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
@@ -66,7 +68,24 @@ before(async () => {
     timezoneId: 'Asia/Shanghai',
     viewport: { width: 1366, height: 900 },
     acceptDownloads: true,
-  })
+  }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launchPersistentContext(profileDir, options)
+    } catch (err) {
+      if (attempt === 3) throw err
+      console.log(`chromium did not start (attempt ${attempt} of 3): ${String(err.message).split('\n')[0]}`)
+      rmSync(profileDir, { recursive: true, force: true })
+      mkdirSync(profileDir)
+      await new Promise((r) => setTimeout(r, 1000))
+    }
+  }
+}
+
+before(async () => {
+  server = await startServer()
+  await ingest(EVENTS)
+  context = await launchBrowser()
   page = context.pages()[0] ?? (await context.newPage())
   page.setDefaultTimeout(15_000)
   console.log(`screenshots: ${shotsDir}`)
