@@ -1,9 +1,12 @@
 //! The engine: opens a data directory, recovers its segments, rebuilds the views and indexes, and
 //! serves appends, queries, subscriptions and retention.
 //!
-//! Concurrency: one `RwLock<State>` holds the segments, views, interner and dedup set. An append
-//! takes the write lock for encode + `pwrite` + view update, so the views always equal the log and
-//! sequence numbers follow append order; queries take the read lock. Syncing to disk happens
+//! Concurrency: one `RwLock<State>` holds the segments, interner and dedup set. An append takes
+//! the write lock for encode + `pwrite` + index update, so sequence numbers follow append order,
+//! and hands its events to the views (`fold`): a large batch is folded on the fold thread while
+//! the next append encodes, a small one inline. Queries take the read lock and then wait until
+//! the views hold every event written before it, so a read never sees views behind the log
+//! (`Engine::views`). Syncing to disk happens
 //! outside that lock: under `Durability::Always` concurrent appenders share one `fdatasync`
 //! (group commit) in `SyncState`.
 //!
@@ -17,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, StoredEvent, Sym};
+use crate::fold::{Fold, FoldQueue};
 use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES};
 use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
@@ -315,7 +319,8 @@ struct State {
     sealed: Vec<Arc<Segment>>,
     live: Segment,
     live_file: Arc<File>,
-    views: Views,
+    /// Where appends hand their events to the views (see `fold`).
+    fold_queue: FoldQueue,
     interner: Interner,
     dedup: Dedup,
     rollups: Rollups,
@@ -432,7 +437,8 @@ struct Shared {
     opts: EngineOptions,
     state: RwLock<State>,
     durable: Arc<Durable>,
-    subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
+    /// The views and the subscribers, fed by appends through `State::fold_queue`.
+    fold: Arc<Fold>,
     /// The retention thread, joined by `close`.
     workers: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: File,
@@ -672,11 +678,12 @@ impl Engine {
             });
         }
         let path = live.path.clone();
+        let (fold, fold_queue) = Fold::start(views, last_seq).map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
         let state = State {
             sealed,
             live,
             live_file: live_file.clone(),
-            views,
+            fold_queue,
             interner,
             dedup,
             rollups,
@@ -704,7 +711,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             durable,
             workers: Mutex::new(None),
-            subscribers: Mutex::new(Vec::new()),
+            fold,
             state: RwLock::new(state),
             opts,
             _lock: lock,
@@ -738,9 +745,9 @@ impl Engine {
         let outcome = {
             let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             let (outcome, stored) = self.append_locked(&mut st, events)?;
-            // Published under the lock, so subscribers see batches in sequence order.
+            // Handed over under the lock, so the views and subscribers get batches in sequence order.
             if !stored.is_empty() {
-                self.publish(stored);
+                self.shared.fold.submit(&mut st.fold_queue, stored, outcome.last_seq);
             }
             outcome
         };
@@ -850,7 +857,6 @@ impl Engine {
         st.live.committed_len += st.buf.len() as u64;
         st.live.bytes_used = st.live.committed_len;
         for ev in &stored {
-            st.views.apply(ev, Sign::Add);
             if let Some(id) = &ev.event_id {
                 st.dedup.seen.insert(Dedup::hash(id), ev.seq);
             }
@@ -958,29 +964,18 @@ impl Engine {
         self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner()).durable_seq
     }
 
-    fn publish(&self, stored: Vec<StoredEvent>) {
-        let mut subs = self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        if subs.is_empty() {
-            return;
-        }
-        let batch: Arc<[StoredEvent]> = stored.into();
-        subs.retain(|tx| match tx.try_send(batch.clone()) {
-            Ok(()) => true,
-            // A subscriber that falls this far behind is dropped; it sees the channel close and
-            // must reload before subscribing again.
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
-        });
-    }
-
     /// New events, in batches, as they are appended.
     pub fn subscribe(&self) -> Receiver<Arc<[StoredEvent]>> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(self.shared.opts.subscriber_queue_max);
-        self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
-        rx
+        self.shared.fold.subscribe(self.shared.opts.subscriber_queue_max)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
         self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The views as of `st`: holding every event written before the state lock was taken.
+    fn views(&self, st: &State) -> RwLockReadGuard<'_, Views> {
+        self.shared.fold.read_through(&st.fold_queue)
     }
 
     pub fn resolve(&self, sym: Sym) -> Arc<str> {
@@ -999,23 +994,23 @@ impl Engine {
 
     pub fn summary(&self, range: TimeRange) -> Summary {
         let st = self.read();
-        st.views.summary(range, &mut SegmentScan { st: &st })
+        self.views(&st).summary(range, &mut SegmentScan { st: &st })
     }
 
     pub fn breakdown(&self, group: Group, range: TimeRange) -> Vec<(u32, crate::views::Agg)> {
         let st = self.read();
-        st.views.breakdown(group, range, &mut SegmentScan { st: &st })
+        self.views(&st).breakdown(group, range, &mut SegmentScan { st: &st })
     }
 
     /// The `limit` groups with the most calls (or tokens), largest first, and everything else summed.
     pub fn top(&self, group: Group, range: TimeRange, limit: usize, by: TopBy) -> (Vec<(u32, crate::views::Agg)>, crate::views::Agg) {
         let st = self.read();
-        st.views.top_n(group, range, limit, by == TopBy::Tokens, &mut SegmentScan { st: &st })
+        self.views(&st).top_n(group, range, limit, by == TopBy::Tokens, &mut SegmentScan { st: &st })
     }
 
     pub fn trend(&self, range: TimeRange, granularity: Granularity, tz: chrono_tz::Tz) -> Result<Vec<TrendBucket>> {
         let st = self.read();
-        Ok(st.views.trend(range, granularity, tz, &mut SegmentScan { st: &st })?)
+        Ok(self.views(&st).trend(range, granularity, tz, &mut SegmentScan { st: &st })?)
     }
 
     /// The newest events matching `filter` with sequence numbers below `before_seq`.
@@ -1087,9 +1082,10 @@ impl Engine {
         let st = self.read();
         let bytes_on_disk = st.segments().map(|s| s.bytes_used).sum();
         let events = st.segments().map(|s| s.n_events).sum();
+        let time_bounds = self.views(&st).time_bounds();
         let bitmaps: usize = st.segments().map(|s| s.index_heap_bytes()).sum();
         let heap = HeapBreakdown {
-            views: st.views.heap_bytes(),
+            views: self.views(&st).heap_bytes(),
             bitmaps,
             blocks_and_dicts: st.segments().map(|s| s.heap_bytes()).sum::<usize>() - bitmaps,
             interner: st.interner.heap_bytes(),
@@ -1104,8 +1100,8 @@ impl Engine {
             heap_bytes: heap.views + heap.bitmaps + heap.blocks_and_dicts + heap.interner + heap.dedup,
             heap,
             fenced: self.shared.durable.is_fenced.load(Ordering::Acquire),
-            oldest_ts_ms: st.views.time_bounds().map(|b| b.0),
-            newest_ts_ms: st.views.time_bounds().map(|b| b.1),
+            oldest_ts_ms: time_bounds.map(|b| b.0),
+            newest_ts_ms: time_bounds.map(|b| b.1),
         }
     }
 
@@ -1113,7 +1109,8 @@ impl Engine {
     /// Calls `f` with the materialised views (for tests that compare live and rebuilt views).
     #[doc(hidden)]
     pub fn with_views<R>(&self, f: impl FnOnce(&Views) -> R) -> R {
-        f(&self.read().views)
+        let st = self.read();
+        f(&self.views(&st))
     }
 
     pub fn rollups(&self) -> Rollups {
@@ -1152,7 +1149,7 @@ impl Engine {
             let mut builder = rollup::RollupBuilder::default();
             let mut ids = Vec::new();
             let with_ids = oldest.ids_in_dedup.load(Ordering::Relaxed);
-            let State { views, .. } = &mut *st;
+            let mut views = self.shared.fold.write_through(&st.fold_queue);
             oldest.for_each(&mut |ev| {
                 views.apply(&ev, Sign::Sub);
                 builder.add(&ev);
@@ -1161,6 +1158,7 @@ impl Engine {
                 }
                 true
             });
+            drop(views);
             let mut rollups = st.rollups.clone();
             rollups.absorb(builder, &st.interner);
             if let Some(last) = oldest.last_seq {
@@ -1251,7 +1249,8 @@ impl Engine {
             dedup: &st.dedup.seen,
             segments,
         };
-        let (older_days, rest) = st.views.saved_parts();
+        let views = self.views(&st);
+        let (older_days, rest) = views.saved_parts();
         saved::write(&self.shared.opts.dir, &state, &older_days, &rest, &blobs)
     }
 }

@@ -6,6 +6,7 @@
 
 mod engine;
 mod error;
+pub(crate) mod fold;
 pub mod event;
 pub mod format;
 pub mod index;

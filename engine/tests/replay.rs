@@ -54,7 +54,10 @@ fn arb_event() -> impl Strategy<Value = NewEvent> {
 fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(
         prop_oneof![
-            6 => prop::collection::vec(arb_event(), 1..120).prop_map(Op::Append),
+            // Below `fold::ASYNC_MIN_EVENTS` (128) the appender folds a batch into the views
+            // itself; from there on the fold thread does.
+            5 => prop::collection::vec(arb_event(), 1..120).prop_map(Op::Append),
+            2 => prop::collection::vec(arb_event(), 128..400).prop_map(Op::Append),
             1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         ],
         1..16,
@@ -105,6 +108,9 @@ proptest! {
                     let out = engine.append(&batch).unwrap();
                     prop_assert_eq!(out.accepted, accepted);
                     prop_assert_eq!(out.duplicates, batch.len() - accepted);
+                    // A read right after an append sees it, wherever it was folded.
+                    let all = TimeRange { from_ms: i64::MIN / 4, to_ms: i64::MAX / 4 };
+                    prop_assert_eq!(engine.summary(all).agg.calls, model.len() as u64);
                     clock.advance(1000);
                 }
                 Op::Reopen { clean } => {
