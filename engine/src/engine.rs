@@ -28,7 +28,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, StoredEvent, Sym};
-use crate::fold::{Fold, FoldQueue};
+use crate::fold::{Fold, FoldQueue, Folded};
 use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES};
 use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
@@ -333,6 +333,12 @@ struct State {
 impl State {
     fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
         self.sealed.iter().map(|s| &**s).chain(std::iter::once(&self.live))
+    }
+
+    /// Each segment with its bitmaps: a sealed segment keeps its own, the live one's are folded
+    /// with the views.
+    fn indexed_segments<'a>(&'a self, folded: &'a Folded) -> impl DoubleEndedIterator<Item = (&'a Segment, &'a SegmentIndex)> {
+        self.sealed.iter().map(|s| (&**s, s.index())).chain(std::iter::once((&self.live, &folded.live_index)))
     }
 }
 
@@ -677,8 +683,11 @@ impl Engine {
                 }
             });
         }
+        let mut live = live;
         let path = live.path.clone();
-        let (fold, fold_queue) = Fold::start(views, last_seq).map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
+        let live_index = live.take_index();
+        let (fold, fold_queue) =
+            Fold::start(views, live_index, live.header.base_seq, last_seq).map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
         let state = State {
             sealed,
             live,
@@ -850,7 +859,8 @@ impl Engine {
             let h = format::FrameHeader::read(&st.buf[pos..]);
             if h.kind_type() == KIND_EVENT {
                 let ev = it.next().expect("one stored event per event frame");
-                st.live.note_event(offset + pos as u64, ev);
+                // Its bitmap entries are added with the views (`fold`).
+                st.live.note_position(offset + pos as u64, ev);
             }
             pos += h.frame_bytes();
         }
@@ -937,12 +947,14 @@ impl Engine {
             s.path = seg.path.clone();
         }
         self.shared.durable.sync_cv.notify_all();
+        let old_index = self.shared.fold.write_through(&st.fold_queue).start_segment(seg.header.base_seq);
         let mut old = std::mem::replace(&mut st.live, seg);
         let old_file = std::mem::replace(&mut st.live_file, file);
         release_tail(&old_file, old.committed_len, old.file_len);
         old.sealed = true;
         old.sealed_at_ms = Some(now);
         old.dict.seal();
+        old.set_index(LazyIndex::loaded(old_index));
         old.index_mut().seal();
         st.sealed.push(Arc::new(old));
         Ok(())
@@ -973,8 +985,9 @@ impl Engine {
         self.shared.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The views as of `st`: holding every event written before the state lock was taken.
-    fn views(&self, st: &State) -> RwLockReadGuard<'_, Views> {
+    /// The views and the live segment's bitmaps as of `st`: holding every event written before
+    /// the state lock was taken.
+    fn folded(&self, st: &State) -> RwLockReadGuard<'_, Folded> {
         self.shared.fold.read_through(&st.fold_queue)
     }
 
@@ -994,23 +1007,23 @@ impl Engine {
 
     pub fn summary(&self, range: TimeRange) -> Summary {
         let st = self.read();
-        self.views(&st).summary(range, &mut SegmentScan { st: &st })
+        self.folded(&st).views.summary(range, &mut SegmentScan { st: &st })
     }
 
     pub fn breakdown(&self, group: Group, range: TimeRange) -> Vec<(u32, crate::views::Agg)> {
         let st = self.read();
-        self.views(&st).breakdown(group, range, &mut SegmentScan { st: &st })
+        self.folded(&st).views.breakdown(group, range, &mut SegmentScan { st: &st })
     }
 
     /// The `limit` groups with the most calls (or tokens), largest first, and everything else summed.
     pub fn top(&self, group: Group, range: TimeRange, limit: usize, by: TopBy) -> (Vec<(u32, crate::views::Agg)>, crate::views::Agg) {
         let st = self.read();
-        self.views(&st).top_n(group, range, limit, by == TopBy::Tokens, &mut SegmentScan { st: &st })
+        self.folded(&st).views.top_n(group, range, limit, by == TopBy::Tokens, &mut SegmentScan { st: &st })
     }
 
     pub fn trend(&self, range: TimeRange, granularity: Granularity, tz: chrono_tz::Tz) -> Result<Vec<TrendBucket>> {
         let st = self.read();
-        Ok(self.views(&st).trend(range, granularity, tz, &mut SegmentScan { st: &st })?)
+        Ok(self.folded(&st).views.trend(range, granularity, tz, &mut SegmentScan { st: &st })?)
     }
 
     /// The newest events matching `filter` with sequence numbers below `before_seq`.
@@ -1019,11 +1032,12 @@ impl Engine {
         let st = self.read();
         let before = before_seq.unwrap_or(u64::MAX);
         let mut events = Vec::with_capacity(limit);
-        for seg in st.segments().rev() {
+        let folded = self.folded(&st);
+        for (seg, ix) in st.indexed_segments(&folded).rev() {
             if events.len() >= limit {
                 break;
             }
-            index::query_segment(seg, filter, before, limit, &mut events);
+            index::query_segment(seg, ix, filter, before, limit, &mut events);
         }
         let next_cursor = if events.len() == limit { events.last().map(|e| e.seq) } else { None };
         LogPage { events, next_cursor }
@@ -1043,8 +1057,8 @@ impl Engine {
         // stalls appends or retention.
         let snapshot = self.snapshot();
         let mut n = 0;
-        for (seg, indexed) in snapshot.segments() {
-            let go = index::scan_segment_filtered(seg, filter, indexed, &mut |ev| {
+        for (seg, ix) in snapshot.segments() {
+            let go = index::scan_segment_filtered(seg, ix, filter, &mut |ev| {
                 n += 1;
                 f(ev)
             });
@@ -1069,8 +1083,8 @@ impl Engine {
         filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |t| t.min(range.to_ms)));
         let snapshot = self.snapshot();
         let mut views = Views::new();
-        for (seg, indexed) in snapshot.segments() {
-            index::scan_segment_filtered(seg, &filter, indexed, &mut |ev| {
+        for (seg, ix) in snapshot.segments() {
+            index::scan_segment_filtered(seg, ix, &filter, &mut |ev| {
                 views.apply(ev, crate::views::Sign::Add);
                 true
             });
@@ -1082,10 +1096,11 @@ impl Engine {
         let st = self.read();
         let bytes_on_disk = st.segments().map(|s| s.bytes_used).sum();
         let events = st.segments().map(|s| s.n_events).sum();
-        let time_bounds = self.views(&st).time_bounds();
-        let bitmaps: usize = st.segments().map(|s| s.index_heap_bytes()).sum();
+        let folded = self.folded(&st);
+        let time_bounds = folded.views.time_bounds();
+        let bitmaps: usize = st.sealed.iter().map(|s| s.index_heap_bytes()).sum::<usize>() + folded.live_index.heap_bytes();
         let heap = HeapBreakdown {
-            views: self.views(&st).heap_bytes(),
+            views: folded.views.heap_bytes(),
             bitmaps,
             blocks_and_dicts: st.segments().map(|s| s.heap_bytes()).sum::<usize>() - bitmaps,
             interner: st.interner.heap_bytes(),
@@ -1110,7 +1125,7 @@ impl Engine {
     #[doc(hidden)]
     pub fn with_views<R>(&self, f: impl FnOnce(&Views) -> R) -> R {
         let st = self.read();
-        f(&self.views(&st))
+        f(&self.folded(&st).views)
     }
 
     pub fn rollups(&self) -> Rollups {
@@ -1149,7 +1164,8 @@ impl Engine {
             let mut builder = rollup::RollupBuilder::default();
             let mut ids = Vec::new();
             let with_ids = oldest.ids_in_dedup.load(Ordering::Relaxed);
-            let mut views = self.shared.fold.write_through(&st.fold_queue);
+            let mut folded = self.shared.fold.write_through(&st.fold_queue);
+            let views = &mut folded.views;
             oldest.for_each(&mut |ev| {
                 views.apply(&ev, Sign::Sub);
                 builder.add(&ev);
@@ -1158,7 +1174,7 @@ impl Engine {
                 }
                 true
             });
-            drop(views);
+            drop(folded);
             let mut rollups = st.rollups.clone();
             rollups.absorb(builder, &st.interner);
             if let Some(last) = oldest.last_seq {
@@ -1219,7 +1235,11 @@ impl Engine {
     /// Writes the state `open` would otherwise rebuild (see `saved`).
     fn save_state(&self) -> std::io::Result<()> {
         let st = self.read();
-        let blobs: Vec<Vec<u8>> = st.segments().map(Segment::saved_index).collect();
+        let folded = self.folded(&st);
+        let mut blobs: Vec<Vec<u8>> = st.sealed.iter().map(|s| s.saved_index()).collect();
+        let mut live_blob = Vec::new();
+        format::encode_saved(&folded.live_index, &mut live_blob).expect("writing to a Vec cannot fail");
+        blobs.push(live_blob);
         let mut refs = saved::blob_refs(&blobs).into_iter();
         let segments = st
             .segments()
@@ -1249,8 +1269,7 @@ impl Engine {
             dedup: &st.dedup.seen,
             segments,
         };
-        let views = self.views(&st);
-        let (older_days, rest) = views.saved_parts();
+        let (older_days, rest) = folded.views.saved_parts();
         saved::write(&self.shared.opts.dir, &state, &older_days, &rest, &blobs)
     }
 }
@@ -1347,9 +1366,9 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Each segment, and whether it carries its bitmaps (the live copy does not).
-    fn segments(&self) -> impl Iterator<Item = (&Segment, bool)> {
-        self.sealed.iter().map(|s| (&**s, true)).chain(std::iter::once((&self.live, false)))
+    /// Each segment, with its bitmaps if it has them (the live copy does not).
+    fn segments(&self) -> impl Iterator<Item = (&Segment, Option<&SegmentIndex>)> {
+        self.sealed.iter().map(|s| (&**s, Some(s.index()))).chain(std::iter::once((&self.live, None)))
     }
 }
 
@@ -1370,8 +1389,8 @@ impl EdgeScan for SliceScan<'_> {
         let mut filter = self.filter.clone();
         filter.from_ms = Some(filter.from_ms.map_or(range.from_ms, |v| v.max(range.from_ms)));
         filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |v| v.min(range.to_ms)));
-        for (seg, indexed) in self.snapshot.segments() {
-            index::scan_segment_filtered(seg, &filter, indexed, &mut |ev| {
+        for (seg, ix) in self.snapshot.segments() {
+            index::scan_segment_filtered(seg, ix, &filter, &mut |ev| {
                 f(ev);
                 true
             });
@@ -1585,8 +1604,8 @@ mod tests {
         for (g, b) in good.loaded.iter().zip(&bad.loaded) {
             for filter in &filters {
                 let (mut x, mut y) = (Vec::new(), Vec::new());
-                index::query_segment(g, filter, u64::MAX, 1000, &mut x);
-                index::query_segment(b, filter, u64::MAX, 1000, &mut y);
+                index::query_segment(g, g.index(), filter, u64::MAX, 1000, &mut x);
+                index::query_segment(b, b.index(), filter, u64::MAX, 1000, &mut y);
                 assert!(!x.is_empty() || filter.model.is_some());
                 assert_eq!(x, y);
             }

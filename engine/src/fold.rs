@@ -1,14 +1,17 @@
-//! The views, folded on a thread of their own. A large append hands its stored events to that
-//! thread and returns, so the caller's next batch is interned, encoded and written while this one
-//! is added to the views; the two cores share the work. Small appends (a single event, say) are
-//! folded by the appender itself, since waking a thread would cost more than the fold.
+//! The views and the live segment's bitmaps, folded on a thread of their own. A large append
+//! hands its stored events to that thread and returns, so the caller's next batch is interned,
+//! encoded and written while this one is added to the views and the bitmaps; the two cores share
+//! the work. Small appends (a single event, say) are folded by the appender itself, since waking
+//! a thread would cost more than the fold.
 //!
 //! Order is kept: batches are folded in sequence order, an inline fold first waits for the queue
 //! to drain, and subscribers get each batch from whoever folded it, right after the fold.
 //!
-//! Readers never see views behind the log: every read first waits until the views hold every
-//! event written before it took the state lock (`Fold::read_through`). Writers of the views
-//! other than appends (retention, close) wait the same way.
+//! Readers never see views or bitmaps behind the log: every read first waits until they hold
+//! every event written before it took the state lock (`Fold::read_through`). Other writers
+//! (retention, a segment roll, close) wait the same way. While a reader reads, the fold thread is
+//! idle: it only folds what appenders handed over, a reader waited for all of that, and no append
+//! can hand over more while the reader holds the state lock.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::event::StoredEvent;
+use crate::index::SegmentIndex;
 use crate::views::{Sign, Views};
 
 /// Batches at least this large are folded on the fold thread; smaller ones inline.
@@ -44,8 +48,24 @@ fn next_batch<T>(rx: &Receiver<T>) -> Option<T> {
     }
 }
 
+/// What the fold keeps up to date.
+pub(crate) struct Folded {
+    pub(crate) views: Views,
+    /// The live segment's bitmaps; a sealed segment keeps its own.
+    pub(crate) live_index: SegmentIndex,
+    live_base_seq: u64,
+}
+
+impl Folded {
+    /// Starts the bitmaps of a new live segment and returns those of the one before.
+    pub(crate) fn start_segment(&mut self, base_seq: u64) -> SegmentIndex {
+        self.live_base_seq = base_seq;
+        std::mem::take(&mut self.live_index)
+    }
+}
+
 pub(crate) struct Fold {
-    views: RwLock<Views>,
+    folded: RwLock<Folded>,
     /// The sequence number of the last event folded into `views`.
     applied: AtomicU64,
     progress: Mutex<()>,
@@ -64,10 +84,11 @@ pub(crate) struct FoldQueue {
 }
 
 impl Fold {
-    /// Starts the fold thread over `views`, which hold every event through `last_seq`.
-    pub(crate) fn start(views: Views, last_seq: u64) -> std::io::Result<(Arc<Fold>, FoldQueue)> {
+    /// Starts the fold thread over `views`, which hold every event through `last_seq`, and the
+    /// bitmaps of the live segment, which starts at `live_base_seq`.
+    pub(crate) fn start(views: Views, live_index: SegmentIndex, live_base_seq: u64, last_seq: u64) -> std::io::Result<(Arc<Fold>, FoldQueue)> {
         let fold = Arc::new(Fold {
-            views: RwLock::new(views),
+            folded: RwLock::new(Folded { views, live_index, live_base_seq }),
             applied: AtomicU64::new(last_seq),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
@@ -101,9 +122,11 @@ impl Fold {
 
     fn fold_and_publish(&self, batch: Vec<StoredEvent>, last_seq: u64) {
         {
-            let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+            let mut f = self.folded.write().unwrap_or_else(|e| e.into_inner());
+            let Folded { views, live_index, live_base_seq } = &mut *f;
             for ev in &batch {
                 views.apply(ev, Sign::Add);
+                live_index.add((ev.seq - *live_base_seq) as u32, ev);
             }
         }
         self.publish(batch);
@@ -137,16 +160,16 @@ impl Fold {
         }
     }
 
-    /// The views, holding every event handed over through `queue.through`.
-    pub(crate) fn read_through(&self, queue: &FoldQueue) -> RwLockReadGuard<'_, Views> {
+    /// The views and live bitmaps, holding every event handed over through `queue.through`.
+    pub(crate) fn read_through(&self, queue: &FoldQueue) -> RwLockReadGuard<'_, Folded> {
         self.wait_for(queue.through);
-        self.views.read().unwrap_or_else(|e| e.into_inner())
+        self.folded.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The views for a change other than an append; the caller holds the engine's write lock.
-    pub(crate) fn write_through(&self, queue: &FoldQueue) -> RwLockWriteGuard<'_, Views> {
+    /// The same for a change other than an append; the caller holds the engine's write lock.
+    pub(crate) fn write_through(&self, queue: &FoldQueue) -> RwLockWriteGuard<'_, Folded> {
         self.wait_for(queue.through);
-        self.views.write().unwrap_or_else(|e| e.into_inner())
+        self.folded.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn publish(&self, stored: Vec<StoredEvent>) {

@@ -311,13 +311,13 @@ impl LogFilter {
 
 /// The event-granular candidates of a segment, `None` meaning "every event", or `Some(empty)`
 /// when nothing in the segment can match.
-fn candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap> {
-    let acc = folded_candidates(seg, filter)?;
+fn candidates(ix: &SegmentIndex, filter: &LogFilter) -> Option<RoaringBitmap> {
+    let acc = folded_candidates(ix, filter)?;
     // Buffered events are checked directly (at most one container's worth).
-    Some(acc | seg.index().tail_candidates(filter))
+    Some(acc | ix.tail_candidates(filter))
 }
 
-fn folded_candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap> {
+fn folded_candidates(ix: &SegmentIndex, filter: &LogFilter) -> Option<RoaringBitmap> {
     let mut acc: Option<RoaringBitmap> = None;
     let mut and = |b: Option<&RoaringBitmap>| {
         let b = b.cloned().unwrap_or_default();
@@ -328,21 +328,21 @@ fn folded_candidates(seg: &Segment, filter: &LogFilter) -> Option<RoaringBitmap>
     };
     for (i, f) in filter.dim_filters().iter().enumerate() {
         if let Some(sym) = f {
-            and(seg.index().by_dim[i].get(sym));
+            and(ix.by_dim[i].get(sym));
         }
     }
     match filter.status {
-        Some(StatusFilter::Code(c)) => and(seg.index().by_status.get(&c)),
+        Some(StatusFilter::Code(c)) => and(ix.by_status.get(&c)),
         Some(StatusFilter::Class(class)) => {
             let mut u = RoaringBitmap::new();
-            for (code, b) in &seg.index().by_status {
+            for (code, b) in &ix.by_status {
                 if crate::event::status_class(*code) == class {
                     u |= b;
                 }
             }
             and(Some(&u));
         }
-        Some(StatusFilter::Errors) => and(Some(&seg.index().failed)),
+        Some(StatusFilter::Errors) => and(Some(&ix.failed)),
         None => {}
     }
     acc
@@ -408,9 +408,9 @@ impl GroupBySym {
     }
 }
 
-/// Appends to `out`, newest first, the events of `seg` with sequence number below `before_seq`
-/// that match `filter`, until `out` holds `limit` events.
-pub fn query_segment(seg: &Segment, filter: &LogFilter, before_seq: u64, limit: usize, out: &mut Vec<StoredEvent>) {
+/// Appends to `out`, newest first, the events of `seg` (whose bitmaps are `ix`) with sequence
+/// number below `before_seq` that match `filter`, until `out` holds `limit` events.
+pub fn query_segment(seg: &Segment, ix: &SegmentIndex, filter: &LogFilter, before_seq: u64, limit: usize, out: &mut Vec<StoredEvent>) {
     if out.len() >= limit || seg.n_events == 0 || before_seq <= seg.base_seq() {
         return;
     }
@@ -419,15 +419,15 @@ pub fn query_segment(seg: &Segment, filter: &LogFilter, before_seq: u64, limit: 
     }
     let limit_delta = (before_seq - seg.base_seq()).min(u32::MAX as u64) as u32;
     let key_blocks: Option<RoaringBitmap> = filter.key.map(|k| {
-        let mut blocks = seg.index().key_blocks.get(&k).cloned().unwrap_or_default();
+        let mut blocks = ix.key_blocks.get(&k).cloned().unwrap_or_default();
         let max = blocks.max();
-        let _ = blocks.append(seg.index().tail_key_blocks(k).skip_while(|b| max.is_some_and(|m| *b <= m)));
+        let _ = blocks.append(ix.tail_key_blocks(k).skip_while(|b| max.is_some_and(|m| *b <= m)));
         blocks
     });
     if key_blocks.as_ref().is_some_and(|b| b.is_empty()) {
         return;
     }
-    let cand = candidates(seg, filter);
+    let cand = candidates(ix, filter);
     let mut batch: Vec<StoredEvent> = Vec::with_capacity(BLOCK_EVENTS as usize);
     let mut take_block = |b: u32, want: &dyn Fn(u32) -> bool, out: &mut Vec<StoredEvent>| {
         let Some(block) = seg.blocks.get(b as usize) else { return };
@@ -513,30 +513,29 @@ pub fn scan_segment_range(seg: &Segment, from_ms: i64, to_ms: i64, f: &mut dyn F
 }
 
 /// Calls `f`, oldest first, for each event of `seg` that matches `filter`, reading only the
-/// blocks the time bounds, the key blocks and (when `indexed`) the bitmaps allow. A reader copy
-/// of a segment has no bitmaps: pass `indexed = false` for it. Stops when `f` returns false and
-/// returns false then.
-pub fn scan_segment_filtered(seg: &Segment, filter: &LogFilter, indexed: bool, f: &mut dyn FnMut(&StoredEvent) -> bool) -> bool {
+/// blocks the time bounds, the key blocks and the bitmaps `ix` allow. A reader copy of the live
+/// segment has no bitmaps: pass `None` for it. Stops when `f` returns false and returns false then.
+pub fn scan_segment_filtered(seg: &Segment, ix: Option<&SegmentIndex>, filter: &LogFilter, f: &mut dyn FnMut(&StoredEvent) -> bool) -> bool {
     if seg.n_events == 0 || !filter.overlaps(seg.min_ts, seg.max_ts) {
         return true;
     }
-    if !indexed {
+    let Some(ix) = ix else {
         for (b, block) in seg.blocks.iter().enumerate() {
             if filter.overlaps(block.min_ts, block.max_ts) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(&ev)) {
                 return false;
             }
         }
         return true;
-    }
+    };
     let key_blocks: Option<RoaringBitmap> = filter.key.map(|k| {
-        let mut blocks = seg.index().key_blocks.get(&k).cloned().unwrap_or_default();
-        blocks.extend(seg.index().tail_key_blocks(k));
+        let mut blocks = ix.key_blocks.get(&k).cloned().unwrap_or_default();
+        blocks.extend(ix.tail_key_blocks(k));
         blocks
     });
     if key_blocks.as_ref().is_some_and(|b| b.is_empty()) {
         return true;
     }
-    let cand = candidates(seg, filter);
+    let cand = candidates(ix, filter);
     if cand.as_ref().is_some_and(|c| c.is_empty()) {
         return true;
     }

@@ -433,12 +433,6 @@ impl Segment {
         }
     }
 
-    /// Records an event that now lies at `offset` in the blocks, bounds and bitmaps.
-    pub fn note_event(&mut self, offset: u64, ev: &StoredEvent) {
-        let seq_delta = self.note_position(offset, ev);
-        self.index_mut().add(seq_delta, ev);
-    }
-
     /// The segment's bitmaps. Left in the saved state by an open that used it, they are loaded
     /// on first use; if those bytes do not decode, they are built again from the events.
     pub fn index(&self) -> &SegmentIndex {
@@ -461,6 +455,11 @@ impl Segment {
     pub fn index_mut(&mut self) -> &mut SegmentIndex {
         self.index();
         self.index.get_mut().expect("loaded just above")
+    }
+
+    /// Takes the bitmaps out (the live segment's are kept by the engine's fold).
+    pub fn take_index(&mut self) -> SegmentIndex {
+        std::mem::take(self.index_mut())
     }
 
     pub fn set_index(&mut self, index: LazyIndex) {
