@@ -801,7 +801,7 @@ impl Engine {
                         // Neighbours in a batch often share a value: skip the hash lookup.
                         dims_of[prev_index][i]
                     } else {
-                        st.interner.intern(value).ok_or(Error::InternerFull { max: STRINGS_MAX })?
+                        st.interner.intern(value).ok_or_else(|| Error::InternerFull { max: STRINGS_MAX })?
                     };
                 }
                 previous = Some(ev);

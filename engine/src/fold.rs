@@ -14,7 +14,7 @@
 //! can hand over more while the reader holds the state lock.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -70,6 +70,9 @@ pub(crate) struct Fold {
     applied: AtomicU64,
     progress: Mutex<()>,
     progressed: Condvar,
+    /// Threads in `wait_for`: the fold thread wakes them only if there are any (a futex wake per
+    /// batch otherwise).
+    waiters: AtomicUsize,
     /// Set if folding a batch panicked: the views are then unusable, and waiting for them panics
     /// instead of hanging.
     failed: AtomicBool,
@@ -92,6 +95,7 @@ impl Fold {
             applied: AtomicU64::new(last_seq),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
         });
@@ -116,8 +120,11 @@ impl Fold {
     /// Folds a batch on the fold thread and wakes whoever waits for it.
     fn fold(&self, batch: Vec<StoredEvent>, last_seq: u64) {
         self.fold_and_publish(batch, last_seq);
-        let _g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        self.progressed.notify_all();
+        // SeqCst here and in `wait_for`: either this sees the waiter, or the waiter sees `applied`.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            self.progressed.notify_all();
+        }
     }
 
     fn fold_and_publish(&self, batch: Vec<StoredEvent>, last_seq: u64) {
@@ -130,7 +137,7 @@ impl Fold {
             }
         }
         self.publish(batch);
-        self.applied.store(last_seq, Ordering::Release);
+        self.applied.store(last_seq, Ordering::SeqCst);
     }
 
     /// Folds `batch` (the events after `queue.through`, through `last_seq`), on the fold thread if
@@ -153,11 +160,18 @@ impl Fold {
         if self.applied.load(Ordering::Acquire) >= seq {
             return;
         }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        while self.applied.load(Ordering::Acquire) < seq {
-            assert!(!self.failed.load(Ordering::Acquire), "folding events into the views panicked on the fold thread");
+        while self.applied.load(Ordering::SeqCst) < seq {
+            if self.failed.load(Ordering::Acquire) {
+                drop(g);
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                panic!("folding events into the views panicked on the fold thread");
+            }
             g = self.progressed.wait(g).unwrap_or_else(|e| e.into_inner());
         }
+        drop(g);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The views and live bitmaps, holding every event handed over through `queue.through`.
