@@ -685,9 +685,10 @@ impl Engine {
         }
         let mut live = live;
         let path = live.path.clone();
-        let live_index = live.take_index();
-        let (fold, fold_queue) =
-            Fold::start(views, live_index, live.header.base_seq, last_seq).map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
+        // The live segment's bitmaps are kept with the views; the fold thread loads them.
+        let live_index = live.detach_index();
+        let (fold, fold_queue) = Fold::start(views, move || { let mut ix = live_index; ix.take_index() }, live.header.base_seq, last_seq)
+            .map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
         let state = State {
             sealed,
             live,
@@ -1102,7 +1103,7 @@ impl Engine {
         let heap = HeapBreakdown {
             views: folded.views.heap_bytes(),
             bitmaps,
-            blocks_and_dicts: st.segments().map(|s| s.heap_bytes()).sum::<usize>() - bitmaps,
+            blocks_and_dicts: st.segments().map(|s| s.heap_bytes() - s.index_heap_bytes()).sum(),
             interner: st.interner.heap_bytes(),
             dedup: st.dedup.seen.capacity() * 32,
         };

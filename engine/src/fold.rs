@@ -66,7 +66,8 @@ impl Folded {
 
 pub(crate) struct Fold {
     folded: RwLock<Folded>,
-    /// The sequence number of the last event folded into `views`.
+    /// One more than the sequence number of the last event folded in; 0 until the fold thread
+    /// has loaded the live segment's bitmaps, so that everything waits for that first.
     applied: AtomicU64,
     progress: Mutex<()>,
     progressed: Condvar,
@@ -88,11 +89,18 @@ pub(crate) struct FoldQueue {
 
 impl Fold {
     /// Starts the fold thread over `views`, which hold every event through `last_seq`, and the
-    /// bitmaps of the live segment, which starts at `live_base_seq`.
-    pub(crate) fn start(views: Views, live_index: SegmentIndex, live_base_seq: u64, last_seq: u64) -> std::io::Result<(Arc<Fold>, FoldQueue)> {
+    /// bitmaps of the live segment (which starts at `live_base_seq`), as `load_live` returns
+    /// them. The thread loads them first (after an open from the saved state they are still in
+    /// that file, so the open need not wait for them); until then every reader waits.
+    pub(crate) fn start(
+        views: Views,
+        load_live: impl FnOnce() -> SegmentIndex + Send + 'static,
+        live_base_seq: u64,
+        last_seq: u64,
+    ) -> std::io::Result<(Arc<Fold>, FoldQueue)> {
         let fold = Arc::new(Fold {
-            folded: RwLock::new(Folded { views, live_index, live_base_seq }),
-            applied: AtomicU64::new(last_seq),
+            folded: RwLock::new(Folded { views, live_index: SegmentIndex::default(), live_base_seq }),
+            applied: AtomicU64::new(0),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
             waiters: AtomicUsize::new(0),
@@ -101,25 +109,33 @@ impl Fold {
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
         let worker = fold.clone();
-        std::thread::Builder::new().name("tokenboard-fold".into()).spawn(move || worker.run(rx))?;
+        std::thread::Builder::new().name("tokenboard-fold".into()).spawn(move || {
+            let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut f = worker.folded.write().unwrap_or_else(|e| e.into_inner());
+                f.live_index = load_live();
+            }));
+            if loaded.is_err() {
+                return worker.fail();
+            }
+            worker.advance(last_seq);
+            worker.run(rx)
+        })?;
         Ok((fold, FoldQueue { tx, through: last_seq }))
     }
 
     /// The fold thread: ends when the queue's sender (the engine's state) is dropped.
     fn run(&self, rx: Receiver<(Vec<StoredEvent>, u64)>) {
         while let Some((batch, last_seq)) = next_batch(&rx) {
-            if std::panic::catch_unwind(AssertUnwindSafe(|| self.fold(batch, last_seq))).is_err() {
-                self.failed.store(true, Ordering::Release);
-                let _g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-                self.progressed.notify_all();
-                return;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| self.fold_and_publish(batch))).is_err() {
+                return self.fail();
             }
+            self.advance(last_seq);
         }
     }
 
-    /// Folds a batch on the fold thread and wakes whoever waits for it.
-    fn fold(&self, batch: Vec<StoredEvent>, last_seq: u64) {
-        self.fold_and_publish(batch, last_seq);
+    /// Records that everything through `seq` is folded, and wakes whoever waits for it.
+    fn advance(&self, seq: u64) {
+        self.applied.store(seq + 1, Ordering::SeqCst);
         // SeqCst here and in `wait_for`: either this sees the waiter, or the waiter sees `applied`.
         if self.waiters.load(Ordering::SeqCst) > 0 {
             let _g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
@@ -127,7 +143,14 @@ impl Fold {
         }
     }
 
-    fn fold_and_publish(&self, batch: Vec<StoredEvent>, last_seq: u64) {
+    /// The fold thread panicked: the views are unusable, and every wait panics from now on.
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        let _g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        self.progressed.notify_all();
+    }
+
+    fn fold_and_publish(&self, batch: Vec<StoredEvent>) {
         {
             let mut f = self.folded.write().unwrap_or_else(|e| e.into_inner());
             let Folded { views, live_index, live_base_seq } = &mut *f;
@@ -137,7 +160,6 @@ impl Fold {
             }
         }
         self.publish(batch);
-        self.applied.store(last_seq, Ordering::SeqCst);
     }
 
     /// Folds `batch` (the events after `queue.through`, through `last_seq`), on the fold thread if
@@ -149,14 +171,16 @@ impl Fold {
             }
         } else {
             self.wait_for(queue.through);
+            self.fold_and_publish(batch);
             // Nobody waits: waiters hold the engine's lock, and so does this appender.
-            self.fold_and_publish(batch, last_seq);
+            self.applied.store(last_seq + 1, Ordering::SeqCst);
         }
         queue.through = last_seq;
     }
 
     /// Blocks until every event through `seq` is in the views.
     pub(crate) fn wait_for(&self, seq: u64) {
+        let seq = seq.saturating_add(1);
         if self.applied.load(Ordering::Acquire) >= seq {
             return;
         }

@@ -457,9 +457,17 @@ impl Segment {
         self.index.get_mut().expect("loaded just above")
     }
 
-    /// Takes the bitmaps out (the live segment's are kept by the engine's fold).
+    /// Takes the bitmaps out, loading them first if they are still in the saved state.
     pub fn take_index(&mut self) -> SegmentIndex {
         std::mem::take(self.index_mut())
+    }
+
+    /// A read-only copy that takes over the bitmaps as they are (loaded or still saved), so they
+    /// can be loaded elsewhere: the live segment's are kept by the engine's fold.
+    pub fn detach_index(&mut self) -> Segment {
+        let mut copy = self.reader_copy();
+        copy.index = std::mem::take(&mut self.index);
+        copy
     }
 
     pub fn set_index(&mut self, index: LazyIndex) {

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use common::*;
 use tokenboard_engine::format::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use tokenboard_engine::{
-    Durability, Engine, Error, IoFaults, LogFilter, NewEvent, RecoveryIssueKind, Retention, ScanIssue,
+    Dim, Durability, Engine, Error, IoFaults, LogFilter, NewEvent, RecoveryIssueKind, Retention, ScanIssue,
 };
 
 fn open(dir: &std::path::Path, clock: &TestClock) -> (Engine, tokenboard_engine::RecoveryReport) {
@@ -897,6 +897,11 @@ fn a_clean_close_saves_the_state_and_the_next_open_loads_it() {
         rebuilt.append(chunk).unwrap();
     }
     assert_same(&e, &rebuilt);
+    // The heap adds up, the live segment's bitmaps (kept with the views) included.
+    let s = e.status();
+    let h = &s.heap;
+    assert!(h.bitmaps > 0 && h.blocks_and_dicts > 0 && h.blocks_and_dicts < 16 << 20, "{h:?}");
+    assert_eq!(s.heap_bytes, h.views + h.bitmaps + h.blocks_and_dicts + h.interner + h.dedup);
 
     // Stopped without a close, the next open rebuilds, to the same state.
     e.sync().unwrap();
@@ -953,4 +958,55 @@ fn a_saved_state_that_does_not_match_the_log_is_not_used() {
     e.append(&events(9, 10, T0, 1000)).unwrap();
     e.close().unwrap();
     assert!(!dir.path().join(SAVED).exists());
+}
+
+/// The live segment's bitmaps are loaded by the fold thread after an open from the saved state;
+/// appends and reads that come at once wait for them, so none of their entries is lost.
+#[test]
+fn appends_right_after_an_open_from_the_saved_state_keep_their_index_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    closed_log_with_ids(dir.path(), &clock);
+    for round in 0..10u64 {
+        let (e, report) = Engine::open(keep_all(dir.path(), &clock, 64 * 1024)).unwrap();
+        assert!(report.restored, "round {round}");
+        // Small (folded inline) and large (folded on the fold thread) batches.
+        e.append(&events(100 + round, 3, T0 - 3_600_000, 1000)).unwrap();
+        e.append(&events(200 + round, 150, T0 - 3_600_000, 10)).unwrap();
+        let all = all_events(&e);
+        for model in ["claude-sonnet-4", "qwen3"] {
+            let sym = e.lookup(model).unwrap();
+            let filter = LogFilter { model: Some(sym), ..LogFilter::default() };
+            let expect: Vec<u64> = all.iter().rev().filter(|ev| filter.matches(ev)).map(|ev| ev.seq).take(1000).collect();
+            let got: Vec<u64> = e.logs(&filter, None, 1000).events.iter().map(|ev| ev.seq).collect();
+            assert_eq!(got, expect, "round {round}, model {model}");
+        }
+        e.close().unwrap();
+    }
+}
+
+/// The same on an empty store, where the first append can come before the fold thread started.
+#[test]
+fn appends_right_after_opening_an_empty_store_keep_their_index_entries() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for round in 0..50u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = TestClock::new(T0);
+            let (e, _) = Engine::open(options(dir.path(), &clock)).unwrap();
+            e.append(&events(round, 5, T0, 1)).unwrap();
+            e.append(&events(round + 1000, 5, T0, 1)).unwrap();
+            let all = all_events(&e);
+            assert_eq!(all.len(), 10, "round {round}");
+            for ev in &all {
+                let filter = LogFilter { model: Some(ev.dim(Dim::Model)), ..LogFilter::default() };
+                let expect: Vec<u64> = all.iter().rev().filter(|x| filter.matches(x)).map(|x| x.seq).collect();
+                let got: Vec<u64> = e.logs(&filter, None, 100).events.iter().map(|x| x.seq).collect();
+                assert_eq!(got, expect, "round {round}");
+            }
+        }
+        done.send(()).unwrap();
+    });
+    // A hang is a failure too.
+    finished.recv_timeout(std::time::Duration::from_secs(60)).expect("appends and reads finish");
 }
