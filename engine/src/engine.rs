@@ -338,7 +338,7 @@ impl State {
     /// Each segment with its bitmaps: a sealed segment keeps its own, the live one's are folded
     /// with the views.
     fn indexed_segments<'a>(&'a self, folded: &'a Folded) -> impl DoubleEndedIterator<Item = (&'a Segment, &'a SegmentIndex)> {
-        self.sealed.iter().map(|s| (&**s, s.index())).chain(std::iter::once((&self.live, &folded.live_index)))
+        self.sealed.iter().map(|s| (&**s, s.index())).chain(std::iter::once((&self.live, folded.live_index())))
     }
 }
 
@@ -685,10 +685,8 @@ impl Engine {
         }
         let mut live = live;
         let path = live.path.clone();
-        // The live segment's bitmaps are kept with the views; the fold thread loads them.
-        let live_index = live.detach_index();
-        let (fold, fold_queue) = Fold::start(views, move || { let mut ix = live_index; ix.take_index() }, live.header.base_seq, last_seq)
-            .map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
+        // The live segment's bitmaps are kept with the views (loaded when first needed).
+        let (fold, fold_queue) = Fold::start(views, live.detach_index(), last_seq).map_err(|e| Error::io("spawn fold thread", PathBuf::new(), e))?;
         let state = State {
             sealed,
             live,
@@ -939,7 +937,7 @@ impl Engine {
         let old_path = st.live.path.clone();
         self.shared.durable.sync_file(&st.live_file, &old_path)?;
         let written = self.shared.durable.written_seq.load(Ordering::Acquire);
-        let (seg, file) = create_segment(&self.shared.opts, st.next_seq, now)?;
+        let (mut seg, file) = create_segment(&self.shared.opts, st.next_seq, now)?;
         let file = Arc::new(file);
         {
             let mut s = self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner());
@@ -948,7 +946,7 @@ impl Engine {
             s.path = seg.path.clone();
         }
         self.shared.durable.sync_cv.notify_all();
-        let old_index = self.shared.fold.write_through(&st.fold_queue).start_segment(seg.header.base_seq);
+        let old_index = self.shared.fold.write_through(&st.fold_queue).start_segment(seg.detach_index());
         let mut old = std::mem::replace(&mut st.live, seg);
         let old_file = std::mem::replace(&mut st.live_file, file);
         release_tail(&old_file, old.committed_len, old.file_len);
@@ -1099,7 +1097,7 @@ impl Engine {
         let events = st.segments().map(|s| s.n_events).sum();
         let folded = self.folded(&st);
         let time_bounds = folded.views.time_bounds();
-        let bitmaps: usize = st.sealed.iter().map(|s| s.index_heap_bytes()).sum::<usize>() + folded.live_index.heap_bytes();
+        let bitmaps: usize = st.sealed.iter().map(|s| s.index_heap_bytes()).sum::<usize>() + folded.live_index_heap_bytes();
         let heap = HeapBreakdown {
             views: folded.views.heap_bytes(),
             bitmaps,
@@ -1238,9 +1236,7 @@ impl Engine {
         let st = self.read();
         let folded = self.folded(&st);
         let mut blobs: Vec<Vec<u8>> = st.sealed.iter().map(|s| s.saved_index()).collect();
-        let mut live_blob = Vec::new();
-        format::encode_saved(&folded.live_index, &mut live_blob).expect("writing to a Vec cannot fail");
-        blobs.push(live_blob);
+        blobs.push(folded.saved_live_index());
         let mut refs = saved::blob_refs(&blobs).into_iter();
         let segments = st
             .segments()

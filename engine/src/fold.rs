@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::event::StoredEvent;
 use crate::index::SegmentIndex;
+use crate::segment::Segment;
 use crate::views::{Sign, Views};
 
 /// Batches at least this large are folded on the fold thread; smaller ones inline.
@@ -51,23 +52,38 @@ fn next_batch<T>(rx: &Receiver<T>) -> Option<T> {
 /// What the fold keeps up to date.
 pub(crate) struct Folded {
     pub(crate) views: Views,
-    /// The live segment's bitmaps; a sealed segment keeps its own.
-    pub(crate) live_index: SegmentIndex,
-    live_base_seq: u64,
+    /// A read-only copy of the live segment that holds its bitmaps (a sealed segment keeps its
+    /// own). After an open from the saved state they are still in that file: they are loaded
+    /// when a log query or the first fold needs them (or rebuilt from this copy's events if they
+    /// do not load), so the open and the first totals do not wait for them.
+    live: Segment,
 }
 
 impl Folded {
-    /// Starts the bitmaps of a new live segment and returns those of the one before.
-    pub(crate) fn start_segment(&mut self, base_seq: u64) -> SegmentIndex {
-        self.live_base_seq = base_seq;
-        std::mem::take(&mut self.live_index)
+    pub(crate) fn live_index(&self) -> &SegmentIndex {
+        self.live.index()
+    }
+
+    /// Heap of the live bitmaps (0 while they are still in the saved state).
+    pub(crate) fn live_index_heap_bytes(&self) -> usize {
+        self.live.index_heap_bytes()
+    }
+
+    /// The live bitmaps as the saved state stores them.
+    pub(crate) fn saved_live_index(&self) -> Vec<u8> {
+        self.live.saved_index()
+    }
+
+    /// Starts the bitmaps of a new live segment (`next`, a copy from `Segment::detach_index`)
+    /// and returns those of the one before.
+    pub(crate) fn start_segment(&mut self, next: Segment) -> SegmentIndex {
+        std::mem::replace(&mut self.live, next).take_index()
     }
 }
 
 pub(crate) struct Fold {
     folded: RwLock<Folded>,
-    /// One more than the sequence number of the last event folded in; 0 until the fold thread
-    /// has loaded the live segment's bitmaps, so that everything waits for that first.
+    /// One more than the sequence number of the last event folded in (so 0 can mean "nothing").
     applied: AtomicU64,
     progress: Mutex<()>,
     progressed: Condvar,
@@ -89,18 +105,11 @@ pub(crate) struct FoldQueue {
 
 impl Fold {
     /// Starts the fold thread over `views`, which hold every event through `last_seq`, and the
-    /// bitmaps of the live segment (which starts at `live_base_seq`), as `load_live` returns
-    /// them. The thread loads them first (after an open from the saved state they are still in
-    /// that file, so the open need not wait for them); until then every reader waits.
-    pub(crate) fn start(
-        views: Views,
-        load_live: impl FnOnce() -> SegmentIndex + Send + 'static,
-        live_base_seq: u64,
-        last_seq: u64,
-    ) -> std::io::Result<(Arc<Fold>, FoldQueue)> {
+    /// bitmaps of the live segment, held by `live` (see `Segment::detach_index`).
+    pub(crate) fn start(views: Views, live: Segment, last_seq: u64) -> std::io::Result<(Arc<Fold>, FoldQueue)> {
         let fold = Arc::new(Fold {
-            folded: RwLock::new(Folded { views, live_index: SegmentIndex::default(), live_base_seq }),
-            applied: AtomicU64::new(0),
+            folded: RwLock::new(Folded { views, live }),
+            applied: AtomicU64::new(last_seq + 1),
             progress: Mutex::new(()),
             progressed: Condvar::new(),
             waiters: AtomicUsize::new(0),
@@ -109,17 +118,7 @@ impl Fold {
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
         let worker = fold.clone();
-        std::thread::Builder::new().name("tokenboard-fold".into()).spawn(move || {
-            let loaded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let mut f = worker.folded.write().unwrap_or_else(|e| e.into_inner());
-                f.live_index = load_live();
-            }));
-            if loaded.is_err() {
-                return worker.fail();
-            }
-            worker.advance(last_seq);
-            worker.run(rx)
-        })?;
+        std::thread::Builder::new().name("tokenboard-fold".into()).spawn(move || worker.run(rx))?;
         Ok((fold, FoldQueue { tx, through: last_seq }))
     }
 
@@ -153,10 +152,12 @@ impl Fold {
     fn fold_and_publish(&self, batch: Vec<StoredEvent>) {
         {
             let mut f = self.folded.write().unwrap_or_else(|e| e.into_inner());
-            let Folded { views, live_index, live_base_seq } = &mut *f;
+            let Folded { views, live } = &mut *f;
+            let base_seq = live.base_seq();
+            let live_index = live.index_mut();
             for ev in &batch {
                 views.apply(ev, Sign::Add);
-                live_index.add((ev.seq - *live_base_seq) as u32, ev);
+                live_index.add((ev.seq - base_seq) as u32, ev);
             }
         }
         self.publish(batch);
