@@ -2,11 +2,11 @@
 //! serves appends, queries, subscriptions and retention.
 //!
 //! Concurrency: one `RwLock<State>` holds the segments, interner and dedup set. An append takes
-//! the write lock for encode + `pwrite` + index update, so sequence numbers follow append order,
-//! and hands its events to the views (`fold`): a large batch is folded on the fold thread while
-//! the next append encodes, a small one inline. Queries take the read lock and then wait until
-//! the views hold every event written before it, so a read never sees views behind the log
-//! (`Engine::views`). Syncing to disk happens
+//! the write lock for encode + `pwrite` + block offsets, so sequence numbers follow append order,
+//! and hands its events to the views and the live segment's bitmaps (`fold`): a large batch is
+//! folded on the fold thread while the next append encodes, a small one inline. Queries take the
+//! read lock and then wait until those hold every event written before it, so a read never sees
+//! them behind the log (`Engine::folded`). Syncing to disk happens
 //! outside that lock: under `Durability::Always` concurrent appenders share one `fdatasync`
 //! (group commit) in `SyncState`.
 //!
