@@ -90,11 +90,16 @@ impl LazyIndex {
 
     /// The index if loaded, else its saved bytes.
     pub fn loaded_or_saved(&self) -> Result<&SegmentIndex, Vec<u8>> {
-        match self.loaded.get() {
-            Some(ix) => Ok(ix),
+        if let Some(ix) = self.loaded.get() {
+            return Ok(ix);
+        }
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        match saved.as_ref() {
+            Some(s) => Err(s.map[s.range.clone()].to_vec()),
             None => {
-                let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-                Err(saved.as_ref().map(|s| s.map[s.range.clone()].to_vec()).unwrap_or_default())
+                // Neither loaded nor saved: another thread is loading it right now.
+                drop(saved);
+                Ok(self.loaded.wait())
             }
         }
     }
@@ -559,4 +564,41 @@ pub fn scan_segment_filtered(seg: &Segment, ix: Option<&SegmentIndex>, filter: &
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Saving the state while another thread loads a segment's bitmaps from the saved file must
+    /// wait for that load, not write the bitmaps as missing (which made the next open rebuild
+    /// them from the events).
+    #[test]
+    fn the_bitmaps_being_loaded_are_waited_for_not_saved_as_missing() {
+        let mut ix = SegmentIndex::default();
+        ix.failed.insert(7);
+        let mut bytes = Vec::new();
+        crate::format::encode_saved(&ix, &mut bytes).unwrap();
+        let mut m = memmap2::MmapMut::map_anon(bytes.len()).unwrap();
+        m.copy_from_slice(&bytes);
+        let map = std::sync::Arc::new(m.make_read_only().unwrap());
+        let lazy = std::sync::Arc::new(LazyIndex::saved(SavedIndex { map, range: 0..bytes.len(), crc: crc32fast::hash(&bytes) }));
+        let (loading, started) = std::sync::mpsc::channel();
+        let loader = {
+            let lazy = lazy.clone();
+            std::thread::spawn(move || {
+                lazy.get_or_load(|saved| {
+                    loading.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    crate::format::decode_saved(saved.expect("the CRC holds")).expect("decodes")
+                })
+                .failed
+                .len()
+            })
+        };
+        started.recv().unwrap();
+        let got = lazy.loaded_or_saved().expect("the loaded bitmaps, once loaded");
+        assert!(got.failed.contains(7));
+        assert_eq!(loader.join().unwrap(), 1);
+    }
 }
