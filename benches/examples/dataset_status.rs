@@ -4,15 +4,17 @@
 //!
 //! `cargo run --release -p tokenboard-benches --example dataset_status`
 //! `… --example dataset_status -- --open DIR`: only the open from the saved state and the first
-//! totals (then a clean close, which saves the state again), timed in this new process.
+//! totals (then a clean close, which saves the state again, unless `--no-close` follows), timed
+//! in this new process.
 
 use std::time::Instant;
 
 use tokenboard_benches::{bench_options, dataset, dataset_events};
 use tokenboard_engine::Engine;
 
-/// Opens `dir` from its saved state, answers the first totals, prints the time, closes.
-fn open_only(dir: &std::path::Path) -> std::time::Duration {
+/// Opens `dir` from its saved state, answers the first totals, prints the time, closes (unless
+/// `close` is false: then the next open rebuilds, for profiling the open alone on a copy).
+fn open_only(dir: &std::path::Path, close: bool) -> std::time::Duration {
     let mut o = bench_options(dir);
     o.save_state = true;
     let start = Instant::now();
@@ -21,14 +23,16 @@ fn open_only(dir: &std::path::Path) -> std::time::Duration {
     let took = start.elapsed();
     assert!(report.restored, "the saved state was not used");
     assert_eq!(first, e.status().events);
-    e.close().expect("close");
+    if close {
+        e.close().expect("close");
+    }
     took
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--open") {
-        let took = open_only(std::path::Path::new(&args[2]));
+        let took = open_only(std::path::Path::new(&args[2]), args.get(3).map(String::as_str) != Some("--no-close"));
         println!("{}", took.as_secs_f64());
         return;
     }
