@@ -677,20 +677,7 @@ impl Engine {
         // numbers still start at its base.
         let next_seq = next_seq.max(live.header.base_seq);
         let sealed: Vec<Arc<Segment>> = loaded.into_iter().map(Arc::new).collect();
-        if report.restored {
-            // The sealed segments' bitmaps are still in the saved file (unlinked, mapped): load
-            // them in the background, so that file's space is freed without waiting for queries.
-            // A moment later, not during the first queries: tens of MB of bitmaps allocated
-            // at once make the page faults of the whole process queue up (an open plus first
-            // totals at 10M events took 33-39 ms with the load running beside it, 17-23 without).
-            let segments = sealed.clone();
-            let _ = std::thread::Builder::new().name("tokenboard-load-indexes".into()).spawn(move || {
-                std::thread::sleep(INDEX_LOAD_DELAY);
-                for seg in segments {
-                    seg.index();
-                }
-            });
-        }
+        let to_load = report.restored.then(|| sealed.clone());
         let mut live = live;
         let path = live.path.clone();
         // The live segment's bitmaps are kept with the views (loaded when first needed).
@@ -717,6 +704,23 @@ impl Engine {
             stop_cv: Condvar::new(),
             faults: opts.faults.clone(),
         });
+        if let Some(segments) = to_load {
+            // The sealed segments' bitmaps are still in the saved file (unlinked, mapped): load
+            // them in the background, so that file's space is freed without waiting for queries.
+            // A moment later, not during the first queries: tens of MB of bitmaps allocated
+            // at once make the page faults of the whole process queue up (an open plus first
+            // totals at 10M events took 33-39 ms with the load running beside it, 17-23 without).
+            let durable = durable.clone();
+            let _ = std::thread::Builder::new().name("tokenboard-load-indexes".into()).spawn(move || {
+                // An engine closed or dropped meanwhile needs none of them.
+                if durable.sleep_unless_stopped(INDEX_LOAD_DELAY) {
+                    return;
+                }
+                for seg in segments {
+                    seg.index();
+                }
+            });
+        }
         if let Durability::Interval { every_ms } = opts.durability {
             let durable = durable.clone();
             std::thread::Builder::new()
@@ -983,7 +987,8 @@ impl Engine {
         self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner()).durable_seq
     }
 
-    /// New events, in batches, as they are appended.
+    /// New events, in batches, in sequence order, once they are in the views (a large batch may
+    /// come a moment after its `append` returned).
     pub fn subscribe(&self) -> Receiver<Arc<[StoredEvent]>> {
         self.shared.fold.subscribe(self.shared.opts.subscriber_queue_max)
     }
@@ -1109,7 +1114,7 @@ impl Engine {
         let heap = HeapBreakdown {
             views: folded.views.heap_bytes(),
             bitmaps,
-            blocks_and_dicts: st.segments().map(|s| s.heap_bytes() - s.index_heap_bytes()).sum(),
+            blocks_and_dicts: st.segments().map(Segment::heap_bytes_without_index).sum(),
             interner: st.interner.heap_bytes(),
             dedup: st.dedup.seen.capacity() * 32,
         };

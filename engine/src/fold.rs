@@ -54,8 +54,9 @@ pub(crate) struct Folded {
     pub(crate) views: Views,
     /// A read-only copy of the live segment that holds its bitmaps (a sealed segment keeps its
     /// own). After an open from the saved state they are still in that file: they are loaded
-    /// when a log query or the first fold needs them (or rebuilt from this copy's events if they
-    /// do not load), so the open and the first totals do not wait for them.
+    /// when a log query, the first fold or a roll needs them (or rebuilt from this copy's events
+    /// if they do not load), so the open and the first totals do not wait for them. (The copy's
+    /// block index and dictionary, a duplicate until the next roll, are not in the heap figures.)
     live: Segment,
 }
 
@@ -172,7 +173,11 @@ impl Fold {
             }
         } else {
             self.wait_for(queue.through);
-            self.fold_and_publish(batch);
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| self.fold_and_publish(batch))) {
+                // As on the fold thread: views missing part of a batch must not answer reads.
+                self.fail();
+                std::panic::resume_unwind(panic);
+            }
             // Nobody waits: waiters hold the engine's lock, and so does this appender.
             self.applied.store(last_seq + 1, Ordering::SeqCst);
         }

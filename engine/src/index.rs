@@ -58,6 +58,7 @@ pub struct LazyIndex {
 }
 
 /// The bincode of a `SegmentIndex` inside a mapped file, and its CRC.
+#[derive(Clone)]
 pub struct SavedIndex {
     pub map: std::sync::Arc<memmap2::Mmap>,
     pub range: std::ops::Range<usize>,
@@ -82,10 +83,18 @@ impl LazyIndex {
     /// The index, loaded by `load` on first use (with the saved bytes, if still there and
     /// their CRC holds).
     pub fn get_or_load(&self, load: impl FnOnce(Option<&[u8]>) -> SegmentIndex) -> &SegmentIndex {
-        self.loaded.get_or_init(|| {
-            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ix) = self.loaded.get() {
+            return ix;
+        }
+        let ix = self.loaded.get_or_init(|| {
+            // The bytes stay until the index is in place: a save meanwhile still has them, and a
+            // load that panics leaves them for the next attempt.
+            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
             load(saved.as_ref().map(|s| &s.map[s.range.clone()]).filter(|b| saved.as_ref().is_some_and(|s| crc32fast::hash(b) == s.crc)))
-        })
+        });
+        // Loaded: let go of the saved file (unmapped once every segment has let go).
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        ix
     }
 
     /// The index if loaded, else its saved bytes.
@@ -96,11 +105,8 @@ impl LazyIndex {
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         match saved.as_ref() {
             Some(s) => Err(s.map[s.range.clone()].to_vec()),
-            None => {
-                // Neither loaded nor saved: another thread is loading it right now.
-                drop(saved);
-                Ok(self.loaded.wait())
-            }
+            // The bytes are dropped only once the index is in place.
+            None => Ok(self.loaded.get().expect("an index without saved bytes is loaded")),
         }
     }
 
@@ -571,10 +577,10 @@ mod tests {
     use super::*;
 
     /// Saving the state while another thread loads a segment's bitmaps from the saved file must
-    /// wait for that load, not write the bitmaps as missing (which made the next open rebuild
-    /// them from the events).
+    /// still find their bytes (they were once taken out first and saved as missing, so the next
+    /// open rebuilt them from the events); a load that panics leaves them for the next attempt.
     #[test]
-    fn the_bitmaps_being_loaded_are_waited_for_not_saved_as_missing() {
+    fn the_saved_bytes_stay_until_the_bitmaps_are_loaded() {
         let mut ix = SegmentIndex::default();
         ix.failed.insert(7);
         let mut bytes = Vec::new();
@@ -583,6 +589,13 @@ mod tests {
         m.copy_from_slice(&bytes);
         let map = std::sync::Arc::new(m.make_read_only().unwrap());
         let lazy = std::sync::Arc::new(LazyIndex::saved(SavedIndex { map, range: 0..bytes.len(), crc: crc32fast::hash(&bytes) }));
+
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lazy.get_or_load(|_| panic!("a failed load"));
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(lazy.loaded_or_saved().err(), Some(bytes.clone()), "still saved after a failed load");
+
         let (loading, started) = std::sync::mpsc::channel();
         let loader = {
             let lazy = lazy.clone();
@@ -597,8 +610,8 @@ mod tests {
             })
         };
         started.recv().unwrap();
-        let got = lazy.loaded_or_saved().expect("the loaded bitmaps, once loaded");
-        assert!(got.failed.contains(7));
+        assert_eq!(lazy.loaded_or_saved().err(), Some(bytes), "the bytes while another thread loads");
         assert_eq!(loader.join().unwrap(), 1);
+        assert!(lazy.loaded_or_saved().expect("loaded").failed.contains(7));
     }
 }

@@ -588,7 +588,12 @@ impl Segment {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.capacity() * std::mem::size_of::<Block>() + self.dict.heap_bytes() + self.index.heap_bytes()
+        self.heap_bytes_without_index() + self.index.heap_bytes()
+    }
+
+    /// The block index and the dictionary.
+    pub fn heap_bytes_without_index(&self) -> usize {
+        self.blocks.capacity() * std::mem::size_of::<Block>() + self.dict.heap_bytes()
     }
 }
 
