@@ -9,9 +9,9 @@
 //!
 //! Readers never see views or bitmaps behind the log: every read first waits until they hold
 //! every event written before it took the state lock (`Fold::read_through`). Other writers
-//! (retention, a segment roll, close) wait the same way. While a reader reads, the fold thread is
-//! idle: it only folds what appenders handed over, a reader waited for all of that, and no append
-//! can hand over more while the reader holds the state lock.
+//! (retention, a segment roll, saving the state at close) wait the same way. While a reader
+//! reads, the fold thread is idle: it only folds what appenders handed over, a reader waited for
+//! all of that, and no append can hand over more while the reader holds the state lock.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
