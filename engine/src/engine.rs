@@ -1474,12 +1474,24 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(Error::Locked { path: dir.to_path_buf() });
+    // A lock held a moment longer than its engine is given up to `LOCK_WAIT` to go: a process
+    // restarting on the same directory, or a child forked elsewhere in this process that still
+    // shares the lock's open file until it execs (seen in the tests).
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Locked { path: dir.to_path_buf() });
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(f)
 }
+
+/// How long `open` waits for another holder of the directory lock to let go.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 fn random_salt() -> u32 {
     let mut b = [0u8; 4];
