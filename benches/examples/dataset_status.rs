@@ -62,19 +62,12 @@ fn main() {
     let save = start.elapsed();
     drop(e);
     let saved_bytes = std::fs::metadata(dir.join("state.saved")).map(|m| m.len()).unwrap_or(0);
-    let start = Instant::now();
-    let (e, report) = Engine::open(o).expect("open dataset");
-    let first = e.summary(tokenboard_engine::TimeRange::ALL).agg.calls;
-    let load = start.elapsed();
-    assert!(report.restored, "the saved state was not used");
-    assert_eq!(first, n);
+    let load = open_only(&dir, true);
     println!(
         "saved state: {:.1} MB ({:.1} B per event), written at close in {save:.2?}; open from it + first totals {load:.2?}",
         saved_bytes as f64 / 1e6,
         saved_bytes as f64 / n as f64
     );
-    e.close().expect("close");
-    drop(e);
     // In a new process each time, after the page cache has settled.
     let mut times = Vec::new();
     for _ in 0..5 {

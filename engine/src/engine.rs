@@ -342,7 +342,7 @@ impl State {
     /// Each segment with its bitmaps: a sealed segment keeps its own, the live one's are folded
     /// with the views.
     fn indexed_segments<'a>(&'a self, folded: &'a Folded) -> impl DoubleEndedIterator<Item = (&'a Segment, &'a SegmentIndex)> {
-        self.sealed.iter().map(|s| (&**s, s.index())).chain(std::iter::once((&self.live, folded.live_index())))
+        self.sealed.iter().map(|s| (&**s, s.index())).chain(std::iter::once((&self.live, folded.live().index())))
     }
 }
 
@@ -1110,11 +1110,11 @@ impl Engine {
         let events = st.segments().map(|s| s.n_events).sum();
         let folded = self.folded(&st);
         let time_bounds = folded.views.time_bounds();
-        let bitmaps: usize = st.sealed.iter().map(|s| s.index_heap_bytes()).sum::<usize>() + folded.live_index_heap_bytes();
+        let bitmaps: usize = st.sealed.iter().map(|s| s.index_heap_bytes()).sum::<usize>() + folded.live().index_heap_bytes();
         let heap = HeapBreakdown {
             views: folded.views.heap_bytes(),
             bitmaps,
-            blocks_and_dicts: st.segments().map(Segment::heap_bytes_without_index).sum(),
+            blocks_and_dicts: st.segments().map(Segment::heap_bytes).sum(),
             interner: st.interner.heap_bytes(),
             dedup: st.dedup.seen.capacity() * 32,
         };
@@ -1249,7 +1249,7 @@ impl Engine {
         let st = self.read();
         let folded = self.folded(&st);
         let mut blobs: Vec<Vec<u8>> = st.sealed.iter().map(|s| s.saved_index()).collect();
-        blobs.push(folded.saved_live_index());
+        blobs.push(folded.live().saved_index());
         let mut refs = saved::blob_refs(&blobs).into_iter();
         let segments = st
             .segments()

@@ -16,8 +16,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::time::{Duration, Instant};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use crate::event::StoredEvent;
 use crate::index::SegmentIndex;
@@ -25,7 +25,7 @@ use crate::segment::Segment;
 use crate::views::{Sign, Views};
 
 /// Batches at least this large are folded on the fold thread; smaller ones inline.
-pub(crate) const ASYNC_MIN_EVENTS: usize = 128;
+const ASYNC_MIN_EVENTS: usize = 128;
 
 /// Batches queued for the fold thread before an appender waits: bounds the memory in flight and
 /// how far the views can fall behind.
@@ -61,18 +61,9 @@ pub(crate) struct Folded {
 }
 
 impl Folded {
-    pub(crate) fn live_index(&self) -> &SegmentIndex {
-        self.live.index()
-    }
-
-    /// Heap of the live bitmaps (0 while they are still in the saved state).
-    pub(crate) fn live_index_heap_bytes(&self) -> usize {
-        self.live.index_heap_bytes()
-    }
-
-    /// The live bitmaps as the saved state stores them.
-    pub(crate) fn saved_live_index(&self) -> Vec<u8> {
-        self.live.saved_index()
+    /// The copy of the live segment that holds its bitmaps (`index`, `saved_index`, …).
+    pub(crate) fn live(&self) -> &Segment {
+        &self.live
     }
 
     /// Starts the bitmaps of a new live segment (`next`, a copy from `Segment::detach_index`)
@@ -126,11 +117,22 @@ impl Fold {
     /// The fold thread: ends when the queue's sender (the engine's state) is dropped.
     fn run(&self, rx: Receiver<(Vec<StoredEvent>, u64)>) {
         while let Some((batch, last_seq)) = next_batch(&rx) {
-            if std::panic::catch_unwind(AssertUnwindSafe(|| self.fold_and_publish(batch))).is_err() {
-                return self.fail();
+            if self.fold(batch, last_seq).is_err() {
+                return;
             }
-            self.advance(last_seq);
         }
+    }
+
+    /// Folds and publishes a batch, then records that everything through `last_seq` is folded.
+    /// If that panics the views are unusable: they are marked failed (every wait panics from
+    /// then on) and the panic is returned.
+    fn fold(&self, batch: Vec<StoredEvent>, last_seq: u64) -> std::thread::Result<()> {
+        let folded = std::panic::catch_unwind(AssertUnwindSafe(|| self.fold_and_publish(batch)));
+        match folded {
+            Ok(()) => self.advance(last_seq),
+            Err(_) => self.fail(),
+        }
+        folded
     }
 
     /// Records that everything through `seq` is folded, and wakes whoever waits for it.
@@ -143,7 +145,7 @@ impl Fold {
         }
     }
 
-    /// The fold thread panicked: the views are unusable, and every wait panics from now on.
+    /// A fold panicked: the views are unusable, and every wait panics from now on.
     fn fail(&self) {
         self.failed.store(true, Ordering::Release);
         let _g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,13 +175,9 @@ impl Fold {
             }
         } else {
             self.wait_for(queue.through);
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| self.fold_and_publish(batch))) {
-                // As on the fold thread: views missing part of a batch must not answer reads.
-                self.fail();
+            if let Err(panic) = self.fold(batch, last_seq) {
                 std::panic::resume_unwind(panic);
             }
-            // Nobody waits: waiters hold the engine's lock, and so does this appender.
-            self.applied.store(last_seq + 1, Ordering::SeqCst);
         }
         queue.through = last_seq;
     }

@@ -587,12 +587,8 @@ impl Segment {
         found
     }
 
+    /// The block index and the dictionary (the bitmaps: `index_heap_bytes`).
     pub fn heap_bytes(&self) -> usize {
-        self.heap_bytes_without_index() + self.index.heap_bytes()
-    }
-
-    /// The block index and the dictionary.
-    pub fn heap_bytes_without_index(&self) -> usize {
         self.blocks.capacity() * std::mem::size_of::<Block>() + self.dict.heap_bytes()
     }
 }
