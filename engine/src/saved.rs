@@ -40,7 +40,7 @@ pub const FILE: &str = "state.saved";
 pub const TMP_FILE: &str = "state.saved.tmp";
 const MAGIC: &[u8; 8] = b"TBSTATE\0";
 /// Bump on any change to a saved structure (views, cells, histograms, segment index, dictionary).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 8 + 4 + PARTS * (8 + 4);
 
 /// Everything `open` would otherwise rebuild but the views (the file's other part). Generic so
@@ -67,6 +67,7 @@ pub struct SavedSegment<Dict, Index> {
     pub last_seq: Option<u64>,
     pub min_ts: i64,
     pub max_ts: i64,
+    #[serde(with = "fixed")]
     pub blocks: Vec<Block>,
     pub dict: Dict,
     pub index: Index,
@@ -250,10 +251,74 @@ pub mod arrays {
         s.collect_seq(a.iter())
     }
 
+    /// Filled in place: no vector allocated per array (there is one per cell of the views).
     pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(d: D) -> Result<[T; N], D::Error> {
-        let v = Vec::<T>::deserialize(d)?;
-        let len = v.len();
-        v.try_into().map_err(|_| D::Error::invalid_length(len, &"the array's length"))
+        struct Visit<T, const N: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for Visit<T, N> {
+            type Value = [T; N];
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "an array of {N}")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[T; N], A::Error> {
+                let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
+                for (i, slot) in out.iter_mut().enumerate() {
+                    *slot = Some(seq.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?);
+                }
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(N + 1, &self));
+                }
+                Ok(out.map(|v| v.expect("every element was set")))
+            }
+        }
+        d.deserialize_seq(Visit::<T, N>(std::marker::PhantomData))
+    }
+}
+
+/// serde for long vectors of small plain records (a segment's blocks, its dictionary's strings
+/// and shapes) as one byte string of fixed-width little-endian records: read back with a
+/// bounds-checked copy per field instead of a varint and a serde call per field (on a 10M-event
+/// log, decoding the blocks field by field was a tenth of the open from the saved state).
+pub mod fixed {
+    use serde::{Deserializer, Serializer};
+
+    /// A record of `SIZE` bytes.
+    pub trait Fixed: Sized {
+        const SIZE: usize;
+        fn put(&self, out: &mut Vec<u8>);
+        /// `b` is `SIZE` bytes long.
+        fn get(b: &[u8]) -> Self;
+    }
+
+    pub fn serialize<S: Serializer, T: Fixed>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = Vec::with_capacity(v.len() * T::SIZE);
+        v.iter().for_each(|r| r.put(&mut out));
+        s.serialize_bytes(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Fixed>(d: D) -> Result<Vec<T>, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<T: Fixed> serde::de::Visitor<'_> for Visit<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "records of {} bytes", T::SIZE)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Vec<T>, E> {
+                if b.len() % T::SIZE != 0 {
+                    return Err(E::invalid_length(b.len(), &self));
+                }
+                Ok(b.chunks_exact(T::SIZE).map(T::get).collect())
+            }
+        }
+        d.deserialize_bytes(Visit(std::marker::PhantomData))
+    }
+
+    /// The little-endian integer at `b[at..]`.
+    pub fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    pub fn i64_at(b: &[u8], at: usize) -> i64 {
+        i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
     }
 }
 
@@ -439,7 +504,44 @@ mod tests {
         }
         let mut bytes = Vec::new();
         format::encode_saved(&(VERSION, views.saved_parts(), &index, &dict), &mut bytes).unwrap();
-        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (32_579, 1_118_767_960), "the saved layout changed: bump saved::VERSION");
+        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (28_411, 638_359_615), "the saved layout changed: bump saved::VERSION");
+    }
+
+    /// The compact forms read back what was written, and refuse bytes of the wrong shape.
+    #[test]
+    fn fixed_records_and_counters_round_trip() {
+        use crate::segment::Block;
+        use crate::views::cells::Counters;
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Both {
+            #[serde(with = "fixed")]
+            blocks: Vec<Block>,
+            counters: Vec<Counters<16>>,
+        }
+        let blocks = vec![Block { offset: 7, min_ts: -5, max_ts: i64::MAX }, Block { offset: u32::MAX, min_ts: i64::MIN, max_ts: 0 }];
+        let counters = vec![Counters([0; 16]), Counters(std::array::from_fn(|i| if i % 3 == 0 { u64::MAX >> i } else { 0 })), Counters([1; 16])];
+        let both = Both { blocks, counters };
+        let mut bytes = Vec::new();
+        format::encode_saved(&both, &mut bytes).unwrap();
+        assert_eq!(format::decode_saved::<Both>(&bytes), Some(both));
+        // 21 bytes are not whole 20-byte blocks; a mask with a bit past the counters is refused.
+        let mut bad = Vec::new();
+        format::encode_saved(&(serde_bytes_of(&[0; 21]), Vec::<u8>::new()), &mut bad).unwrap();
+        assert_eq!(format::decode_saved::<Both>(&bad), None);
+        let mut bad = Vec::new();
+        format::encode_saved(&(serde_bytes_of(&[]), vec![serde_bytes_of(&[0x80, 0x80, 0x04])]), &mut bad).unwrap();
+        assert_eq!(format::decode_saved::<Both>(&bad), None, "bit 16 of the mask");
+    }
+
+    /// A byte string as serde writes one.
+    fn serde_bytes_of(b: &[u8]) -> impl Serialize + '_ {
+        struct B<'a>(&'a [u8]);
+        impl Serialize for B<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        B(b)
     }
 
     #[test]

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, Quality, StoredEvent, Sym, Tokens};
+use crate::saved::fixed::{self, Fixed};
 use crate::format::{
     self, DictRecord, EventExtras, EventPayload, FrameFault, FrameHeader, SegmentHeader, ShapeRecord,
     FRAME_HEADER_BYTES, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES, SHAPE_FLAG_STREAM,
@@ -81,7 +82,9 @@ impl Shape {
 /// live) the reverse maps the writer uses.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SegmentDict {
+    #[serde(with = "crate::saved::fixed")]
     pub strings: Vec<Sym>,
+    #[serde(with = "crate::saved::fixed")]
     pub shapes: Vec<Shape>,
     #[serde(skip)]
     string_ids: FxHashMap<Sym, u32>,
@@ -331,11 +334,50 @@ pub fn encode_dict(delta: &DictDelta, interner: &Interner, out: &mut Vec<Vec<u8>
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
     pub offset: u32,
     pub min_ts: i64,
     pub max_ts: i64,
+}
+
+impl Fixed for Block {
+    const SIZE: usize = 20;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.min_ts.to_le_bytes());
+        out.extend_from_slice(&self.max_ts.to_le_bytes());
+    }
+    fn get(b: &[u8]) -> Block {
+        Block { offset: fixed::u32_at(b, 0), min_ts: fixed::i64_at(b, 4), max_ts: fixed::i64_at(b, 12) }
+    }
+}
+
+impl Fixed for Sym {
+    const SIZE: usize = 4;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
+    fn get(b: &[u8]) -> Sym {
+        Sym(fixed::u32_at(b, 0))
+    }
+}
+
+impl Fixed for Shape {
+    const SIZE: usize = 4 * Dim::COUNT + 3;
+    fn put(&self, out: &mut Vec<u8>) {
+        self.dims.iter().for_each(|d| d.put(out));
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.push(self.flags);
+    }
+    fn get(b: &[u8]) -> Shape {
+        let at = 4 * Dim::COUNT;
+        Shape {
+            dims: std::array::from_fn(|i| Sym::get(&b[4 * i..])),
+            status: u16::from_le_bytes([b[at], b[at + 1]]),
+            flags: b[at + 2],
+        }
+    }
 }
 
 /// What recovery found in one segment.

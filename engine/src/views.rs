@@ -85,7 +85,7 @@
 #[path = "views/calendar.rs"]
 mod calendar;
 #[path = "views/cells.rs"]
-mod cells;
+pub(crate) mod cells;
 #[path = "views/histogram.rs"]
 mod histogram;
 

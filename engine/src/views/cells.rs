@@ -27,8 +27,50 @@ pub trait Cell: Clone + Default + PartialEq + std::fmt::Debug {
 }
 
 /// Wrapping element-wise sums of `N` counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters<const N: usize>(#[serde(with = "crate::saved::arrays")] pub [u64; N]);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters<const N: usize>(pub [u64; N]);
+
+/// Saved as one byte string: a varint mask of the counters that are not zero, then each of
+/// those as a varint. Most are zero (errors, cache tokens, rare qualities), and reading one
+/// string beats a serde call per counter (the views hold hundreds of thousands of cells).
+impl<const N: usize> Serialize for Counters<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const { assert!(N <= 32, "the mask is a u32") };
+        let mut out = Vec::with_capacity(5 + 10 * N);
+        let mask = self.0.iter().enumerate().filter(|(_, c)| **c != 0).fold(0u64, |m, (i, _)| m | 1 << i);
+        put_varint(&mut out, mask);
+        self.0.iter().filter(|c| **c != 0).for_each(|c| put_varint(&mut out, *c));
+        s.serialize_bytes(&out)
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Counters<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counters<N>, D::Error> {
+        struct Visit<const N: usize>;
+        impl<const N: usize> serde::de::Visitor<'_> for Visit<N> {
+            type Value = Counters<N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "{N} counters")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Counters<N>, E> {
+                let bad = || E::invalid_value(serde::de::Unexpected::Bytes(b), &self);
+                let mut pos = 0;
+                let mask = get_varint(b, &mut pos).filter(|m| *m >> N == 0).ok_or_else(bad)?;
+                let mut c = [0u64; N];
+                for (i, v) in c.iter_mut().enumerate() {
+                    if mask >> i & 1 == 1 {
+                        *v = get_varint(b, &mut pos).ok_or_else(bad)?;
+                    }
+                }
+                if pos != b.len() {
+                    return Err(bad());
+                }
+                Ok(Counters(c))
+            }
+        }
+        d.deserialize_bytes(Visit::<N>)
+    }
+}
 
 impl<const N: usize> Default for Counters<N> {
     fn default() -> Counters<N> {

@@ -298,11 +298,21 @@ impl<E: Packed> Serialize for RunHist<E> {
 
 impl<'de, E: Packed> Deserialize<'de> for RunHist<E> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bytes: Vec<u8> = crate::saved::bytes::deserialize(d)?;
-        if !bytes.len().is_multiple_of(E::WIDTH) {
-            return Err(serde::de::Error::invalid_length(bytes.len(), &"whole histogram entries"));
+        struct Visit<E>(std::marker::PhantomData<E>);
+        impl<E: Packed> serde::de::Visitor<'_> for Visit<E> {
+            type Value = RunHist<E>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("whole histogram entries")
+            }
+            // Straight from the saved bytes: no intermediate copy.
+            fn visit_bytes<Er: serde::de::Error>(self, b: &[u8]) -> Result<RunHist<E>, Er> {
+                if !b.len().is_multiple_of(E::WIDTH) {
+                    return Err(Er::invalid_length(b.len(), &self));
+                }
+                Ok(RunHist { entries: b.chunks_exact(E::WIDTH).map(E::read_le).collect() })
+            }
         }
-        Ok(RunHist { entries: bytes.chunks_exact(E::WIDTH).map(E::read_le).collect() })
+        d.deserialize_bytes(Visit(std::marker::PhantomData))
     }
 }
 
