@@ -329,9 +329,8 @@ struct State {
     dedup: Dedup,
     rollups: Rollups,
     next_seq: u64,
-    /// Reused encode buffers.
+    /// Reused encode buffer.
     buf: Vec<u8>,
-    payload: Vec<u8>,
 }
 
 impl State {
@@ -692,7 +691,6 @@ impl Engine {
             rollups,
             next_seq,
             buf: Vec::new(),
-            payload: Vec::new(),
         };
         let durable = Arc::new(Durable {
             sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path }),
@@ -892,7 +890,7 @@ impl Engine {
     /// Encodes the kept events into `st.buf` for the live segment, filling `stored`.
     fn encode_batch(&self, st: &mut State, events: &[NewEvent], dims_of: &[[Sym; Dim::COUNT]], keep: &[bool], now: i64, stored: &mut Vec<StoredEvent>) {
         let opts = &self.shared.opts;
-        let State { live, interner, buf, payload, next_seq, .. } = st;
+        let State { live, interner, buf, next_seq, .. } = st;
         buf.clear();
         let header = live.header;
         let mut seq = *next_seq;
@@ -916,10 +914,8 @@ impl Engine {
                     format::write_frame(buf, header.salt, KIND_DICT, seq_delta, p);
                 }
             }
-            payload.clear();
-            let flags = segment::encode_event(&header, shape_id, key_id, ts_ms, ev, payload);
             last_event_frame = Some(buf.len());
-            format::write_frame(buf, header.salt, KIND_EVENT | flags, seq_delta, payload);
+            format::write_frame_with(buf, header.salt, KIND_EVENT, seq_delta, |out| segment::encode_event(&header, shape_id, key_id, ts_ms, ev, out));
             stored.push(StoredEvent {
                 seq,
                 ts_ms,
