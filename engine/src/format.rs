@@ -341,25 +341,25 @@ impl<'a> EventPayload<'a> {
     /// bytes. They are decoded by bincode.
     pub fn encode(&self, out: &mut Vec<u8>) -> u8 {
         let t = &self.tokens;
-        // At most 9 + 2 * 5 + 6 * 9 bytes.
-        out.reserve(80);
-        put_varint_i64(out, self.ts_delta_ms);
-        put_varint(out, u64::from(self.shape));
-        put_varint(out, u64::from(self.key));
+        let mut w = Varints::<EVENT_PARTS_BYTES_MAX>::new();
+        w.put(((self.ts_delta_ms << 1) ^ (self.ts_delta_ms >> 63)) as u64);
+        w.put(u64::from(self.shape));
+        w.put(u64::from(self.key));
         for v in [t[0], t[1], t[3], t[4]] {
-            put_varint(out, v);
+            w.put(v);
         }
-        put_varint(out, u64::from(self.latency_ms));
+        w.put(u64::from(self.latency_ms));
         let mut flags = 0;
         if let Some(ttft) = self.ttft_ms {
-            put_varint(out, u64::from(ttft));
+            w.put(u64::from(ttft));
             flags |= KIND_FLAG_TTFT;
         }
         if t[2] != 0 || t[5] != 0 {
-            put_varint(out, t[2]);
-            put_varint(out, t[5]);
+            w.put(t[2]);
+            w.put(t[5]);
             flags |= KIND_FLAG_RARE_TOKENS;
         }
+        out.extend_from_slice(w.bytes());
         if let Some(extras) = &self.extras {
             encode_payload(extras, out);
             flags |= KIND_FLAG_EXTRAS;
@@ -411,28 +411,46 @@ impl std::fmt::Display for PayloadError {
     }
 }
 
-/// An unsigned integer (any width) as bincode's `standard()` varint writes it: below 251 one
-/// byte, else a marker (251, 252, 253 for u16, u32, u64) and the value little-endian.
-#[inline(always)]
-fn put_varint(out: &mut Vec<u8>, v: u64) {
-    if v < 251 {
-        out.push(v as u8);
-    } else if v <= u64::from(u16::MAX) {
-        out.push(251);
-        out.extend_from_slice(&(v as u16).to_le_bytes());
-    } else if v <= u64::from(u32::MAX) {
-        out.push(252);
-        out.extend_from_slice(&(v as u32).to_le_bytes());
-    } else {
-        out.push(253);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+/// The most bytes of an event payload's parts written by hand: 12 varints of at most 9 bytes.
+const EVENT_PARTS_BYTES_MAX: usize = 12 * 9;
+
+/// Unsigned integers (any width) as bincode's `standard()` varint writes them, into a buffer on
+/// the stack: below 251 one byte, else a marker (251, 252, 253 for u16, u32, u64) and the value
+/// little-endian. Signed ones are zigzagged first, as bincode does.
+struct Varints<const N: usize> {
+    buf: [u8; N],
+    len: usize,
 }
 
-/// A signed integer as bincode writes it: zigzag, then [`put_varint`].
-#[inline(always)]
-fn put_varint_i64(out: &mut Vec<u8>, v: i64) {
-    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+impl<const N: usize> Varints<N> {
+    fn new() -> Self {
+        Varints { buf: [0; N], len: 0 }
+    }
+
+    /// Panics past `N` bytes (a caller's bug: `N` is sized for the most it writes).
+    #[inline(always)]
+    fn put(&mut self, v: u64) {
+        let dst: &mut [u8; 9] = (&mut self.buf[self.len..self.len + 9]).try_into().expect("9 bytes");
+        if v < 251 {
+            dst[0] = v as u8;
+            self.len += 1;
+            return;
+        }
+        let (marker, n) = if v <= u64::from(u16::MAX) {
+            (251, 2)
+        } else if v <= u64::from(u32::MAX) {
+            (252, 4)
+        } else {
+            (253, 8)
+        };
+        dst[0] = marker;
+        dst[1..].copy_from_slice(&v.to_le_bytes());
+        self.len += 1 + n;
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 pub fn encode_payload<T: Serialize>(value: &T, out: &mut Vec<u8>) {
