@@ -350,6 +350,10 @@ struct SyncState {
     syncing: bool,
     file: Arc<File>,
     path: PathBuf,
+    /// Segments sealed since the last sync, oldest first: the next sync syncs them before
+    /// `file`, so the appender that rolls does not wait for a whole segment's write-back, and
+    /// nothing in a newer segment is durable before everything in an older one.
+    sealed: Vec<(Arc<File>, PathBuf)>,
 }
 
 /// What the appenders and the background syncer share: it holds no file lock, so the directory
@@ -411,10 +415,10 @@ impl Durable {
             }
             g.syncing = true;
             let upto = self.written_seq.load(Ordering::Acquire);
-            let file = g.file.clone();
-            let path = g.path.clone();
+            let mut files = std::mem::take(&mut g.sealed);
+            files.push((g.file.clone(), g.path.clone()));
             drop(g);
-            let r = self.sync_file(&file, &path);
+            let r = files.iter().try_for_each(|(file, path)| self.sync_file(file, path));
             g = self.sync.lock().unwrap_or_else(|e| e.into_inner());
             g.syncing = false;
             if r.is_ok() {
@@ -693,7 +697,7 @@ impl Engine {
             buf: Vec::new(),
         };
         let durable = Arc::new(Durable {
-            sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path }),
+            sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path, sealed: Vec::new() }),
             sync_cv: Condvar::new(),
             written_seq: AtomicU64::new(last_seq),
             fenced: Mutex::new(None),
@@ -942,18 +946,16 @@ impl Engine {
 
     /// Seals the live segment and starts a new one.
     fn roll(&self, st: &mut State, now: i64) -> Result<()> {
-        let old_path = st.live.path.clone();
-        self.shared.durable.sync_file(&st.live_file, &old_path)?;
-        let written = self.shared.durable.written_seq.load(Ordering::Acquire);
+        self.shared.durable.check_fenced()?;
         let (mut seg, file) = create_segment(&self.shared.opts, st.next_seq, now)?;
         let file = Arc::new(file);
         {
+            // The old segment is synced by the next sync, before the new one (see `SyncState`).
             let mut s = self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner());
-            s.durable_seq = s.durable_seq.max(written);
-            s.file = file.clone();
-            s.path = seg.path.clone();
+            let old_file = std::mem::replace(&mut s.file, file.clone());
+            let old_path = std::mem::replace(&mut s.path, seg.path.clone());
+            s.sealed.push((old_file, old_path));
         }
-        self.shared.durable.sync_cv.notify_all();
         let old_index = self.shared.fold.write_through(&st.fold_queue).start_segment(seg.detach_index());
         let mut old = std::mem::replace(&mut st.live, seg);
         let old_file = std::mem::replace(&mut st.live_file, file);

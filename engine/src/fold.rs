@@ -29,7 +29,7 @@ const ASYNC_MIN_EVENTS: usize = 128;
 
 /// Batches queued for the fold thread before an appender waits: bounds the memory in flight and
 /// how far the views can fall behind.
-const QUEUE_BATCHES: usize = 2;
+const QUEUE_BATCHES: usize = 4;
 
 /// How long the fold thread stays awake for the next batch before it sleeps: an appender that
 /// feeds a running thread does not pay for waking it (a futex wake cost about 15 µs per batch on

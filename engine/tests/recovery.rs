@@ -385,6 +385,55 @@ fn disk_full_is_a_clean_error_and_appends_resume() {
     }
 }
 
+/// A roll does not sync the sealed segment on the appender's time: the next sync does, before
+/// the new segment, so nothing newer is durable before everything older; under `always` every
+/// acknowledged batch is durable across rolls; a failed sync of a sealed segment fences.
+#[test]
+fn a_sealed_segment_is_synced_by_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let faults = std::sync::Arc::new(IoFaults::default());
+    let mut o = keep_all(dir.path(), &clock, 64 * 1024);
+    o.durability = Durability::Always;
+    o.faults = Some(faults.clone());
+    let (e, _) = Engine::open(o.clone()).unwrap();
+    for i in 0..40 {
+        let out = e.append(&events(100 + i, 200, T0 + i as i64 * 1000, 1)).unwrap();
+        assert!(e.durable_seq() >= out.last_seq, "batch {i} acknowledged before it was durable");
+    }
+    let rolled = e.status().segments;
+    assert!(rolled > 3, "{rolled} segments: the test needs rolls");
+    e.close().unwrap();
+    drop(e);
+
+    o.durability = Durability::Never;
+    let (e, _) = Engine::open(o).unwrap();
+    let durable = e.durable_seq();
+    let mut last = durable;
+    while e.status().segments == rolled {
+        last = e.append(&events(7, 200, T0, 1)).unwrap().last_seq;
+    }
+    // The roll itself made nothing durable: the sealed segment waits for the next sync.
+    assert_eq!(e.durable_seq(), durable);
+    faults.fail_fsync.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = e.sync().unwrap_err();
+    assert!(matches!(err, Error::Io { op: "fdatasync", .. }), "{err}");
+    assert_eq!(e.durable_seq(), durable, "a failed sync advances nothing");
+    assert!(e.status().fenced);
+    faults.fail_fsync.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(e.sync().unwrap_err(), Error::Fenced { .. }));
+    drop(e);
+    let (e, _) = Engine::open(keep_all(dir.path(), &clock, 64 * 1024)).unwrap();
+    assert_eq!(e.last_seq(), last, "a reopen serves what was written");
+    assert_eq!(e.durable_seq(), last);
+    let after = e.append(&events(8, 200, T0, 1)).unwrap().last_seq;
+    while e.status().segments == rolled + 1 {
+        e.append(&events(9, 200, T0, 1)).unwrap();
+    }
+    let now = e.sync().unwrap();
+    assert!(now > after && e.durable_seq() == now, "a sync covers the sealed segment and the new one");
+}
+
 /// Case 8: an fsync failure fences the writer; nothing is retried; a reopen serves what was written.
 #[test]
 fn fsync_failure_fences_the_writer() {
