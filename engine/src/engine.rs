@@ -712,12 +712,15 @@ impl Engine {
             // A moment later, not during the first queries: tens of MB of bitmaps allocated
             // at once make the page faults of the whole process queue up (an open plus first
             // totals at 10M events took 33-39 ms with the load running beside it, 17-23 without).
+            // The views' minute slots still in that file are decoded then too.
             let durable = durable.clone();
-            let _ = std::thread::Builder::new().name("tokenboard-load-indexes".into()).spawn(move || {
+            let fold = fold.clone();
+            let _ = std::thread::Builder::new().name("tokenboard-load-saved".into()).spawn(move || {
                 // An engine closed or dropped meanwhile needs none of them.
                 if durable.sleep_unless_stopped(INDEX_LOAD_DELAY) {
                     return;
                 }
+                fold.load_saved();
                 for seg in segments {
                     seg.index();
                 }

@@ -214,6 +214,23 @@ impl Fold {
         self.folded.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Decodes what the views keep undecoded in the saved state, a day at a time, each under the
+    /// read lock for a moment (a fold waits at most that long).
+    pub(crate) fn load_saved(&self) {
+        loop {
+            for i in 0.. {
+                let f = self.folded.read().unwrap_or_else(|e| e.into_inner());
+                if !f.views.load_saved_day(i) {
+                    break;
+                }
+            }
+            // Retention may have shifted the days meanwhile.
+            if !self.folded.read().unwrap_or_else(|e| e.into_inner()).views.holds_saved() {
+                return;
+            }
+        }
+    }
+
     fn publish(&self, stored: Vec<StoredEvent>) {
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if subs.is_empty() {

@@ -147,8 +147,52 @@ impl SavedFile {
     /// Checks the CRC of each part and decodes it: the first two on this thread (the first may
     /// borrow from the file), the third on another. `None` if any fails.
     pub fn decode<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned + Send>(&'a self) -> Option<(A, B, C)> {
-        decode_parts(&self.map, &self.parts)
+        decode_parts(&self.map, Some(&self.map), &self.parts)
     }
+}
+
+/// Bytes of the saved-state file that a structure keeps undecoded until first used (a day's
+/// minute slots): the file stays mapped (it is already unlinked) while any are held.
+pub struct SavedBytes {
+    map: Arc<Mmap>,
+    range: Range<usize>,
+}
+
+impl SavedBytes {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+thread_local! {
+    /// The file whose parts this thread is decoding, if it is a mapped saved-state file.
+    static DECODING: std::cell::RefCell<Option<Arc<Mmap>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a decode) with `map` as the file that [`keep`] refers to on this thread.
+fn decoding_from<R>(map: Option<&Arc<Mmap>>, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DECODING.with(|d| *d.borrow_mut() = None);
+        }
+    }
+    DECODING.with(|d| *d.borrow_mut() = map.cloned());
+    let _reset = Reset;
+    f()
+}
+
+/// `b`, a byte string borrowed from the saved-state file being decoded on this thread, as a
+/// reference into that file; `None` when not decoding one (or `b` lies outside it), and the
+/// caller decodes `b` at once instead.
+pub fn keep(b: &[u8]) -> Option<SavedBytes> {
+    DECODING.with(|d| {
+        let d = d.borrow();
+        let map = d.as_ref()?;
+        let start = (b.as_ptr() as usize).checked_sub(map.as_ptr() as usize)?;
+        let end = start.checked_add(b.len()).filter(|e| *e <= map.len())?;
+        Some(SavedBytes { map: map.clone(), range: start..end })
+    })
 }
 
 /// The parts' ranges and CRCs, if the header is sound.
@@ -172,8 +216,11 @@ fn check_header(bytes: &[u8]) -> Option<[(Range<usize>, u32); PARTS]> {
     (at == bytes.len()).then_some(parts)
 }
 
+/// `map`, when given, is the mapped file `bytes` are: byte strings that structures keep undecoded
+/// then refer into it (see [`keep`]).
 fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned + Send>(
     bytes: &'a [u8],
+    map: Option<&Arc<Mmap>>,
     parts: &[(Range<usize>, u32); PARTS],
 ) -> Option<(A, B, C)> {
     let part = |i: usize| {
@@ -183,9 +230,8 @@ fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned
     };
     // The last part is not checked here: each of its blobs carries its own CRC.
     std::thread::scope(|s| {
-        let c = s.spawn(|| part(2).and_then(format::decode_saved::<C>));
-        let a = part(0).and_then(format::decode_saved_borrowed::<A>);
-        let b = part(1).and_then(format::decode_saved::<B>);
+        let c = s.spawn(|| decoding_from(map, || part(2).and_then(format::decode_saved::<C>)));
+        let (a, b) = decoding_from(map, || (part(0).and_then(format::decode_saved_borrowed::<A>), part(1).and_then(format::decode_saved::<B>)));
         Some((a?, b?, c.join().ok()??))
     })
 }
@@ -504,7 +550,7 @@ mod tests {
         }
         let mut bytes = Vec::new();
         format::encode_saved(&(VERSION, views.saved_parts(), &index, &dict), &mut bytes).unwrap();
-        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (28_411, 638_359_615), "the saved layout changed: bump saved::VERSION");
+        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (28_414, 1_100_600_208), "the saved layout changed: bump saved::VERSION");
     }
 
     /// The compact forms read back what was written, and refuse bytes of the wrong shape.
@@ -552,7 +598,7 @@ mod tests {
         let blobs = vec![b"first".to_vec(), b"second".to_vec()];
         write(dir.path(), &value.0, &value.1, &value.2, &blobs).unwrap();
         let path = dir.path().join(FILE);
-        let decode = |bytes: &[u8]| check_header(bytes).and_then(|parts| decode_parts::<Vec<String>, (u64, u16), Vec<u8>>(bytes, &parts));
+        let decode = |bytes: &[u8]| check_header(bytes).and_then(|parts| decode_parts::<Vec<String>, (u64, u16), Vec<u8>>(bytes, None, &parts));
         let file = open(&path).unwrap();
         assert_eq!(file.decode::<Vec<String>, (u64, u16), Vec<u8>>(), Some(value));
         let refs = blob_refs(&blobs);

@@ -91,6 +91,8 @@ mod histogram;
 
 pub use histogram::{BINS as HISTOGRAM_BINS, Histogram, bin_of as histogram_bin_of, bin_value as histogram_bin_value};
 
+use std::sync::{Mutex, OnceLock};
+
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -361,6 +363,113 @@ impl PartialEq for MinuteSlot {
     }
 }
 
+/// A day's `MINUTES_PER_DAY` minute slots (a slice through `Deref`). After an open from the saved
+/// state they stay undecoded in its mapped file until first used: most queries read whole
+/// quarters, hours and days, so an open and its first answers skip the largest part of the views
+/// (their decode and the page faults of their tens of thousands of allocations). A background
+/// thread decodes the rest soon after the open (`Views::load_saved`), which lets the file go.
+struct Minutes {
+    slots: OnceLock<Box<[Option<Box<MinuteSlot>>]>>,
+    saved: Mutex<Option<crate::saved::SavedBytes>>,
+}
+
+type MinuteSlots = Box<[Option<Box<MinuteSlot>>]>;
+
+impl Minutes {
+    fn new() -> Minutes {
+        Minutes { slots: OnceLock::from((0..MINUTES_PER_DAY).map(|_| None).collect::<MinuteSlots>()), saved: Mutex::new(None) }
+    }
+
+    /// The slots, decoded from the saved state first if they still are there.
+    fn get(&self) -> &[Option<Box<MinuteSlot>>] {
+        self.slots.get_or_init(|| {
+            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // The part holding them passed its CRC at the open, and we wrote it: a failure here
+            // is a bug in this file's encoding, not damage.
+            Minutes::decode(saved.expect("undecoded minutes keep their bytes").bytes()).expect("saved minute slots decode")
+        })
+    }
+
+    fn get_mut(&mut self) -> &mut [Option<Box<MinuteSlot>>] {
+        self.get();
+        self.slots.get_mut().expect("decoded just above")
+    }
+
+    /// The slots, if decoded.
+    fn loaded(&self) -> Option<&[Option<Box<MinuteSlot>>]> {
+        self.slots.get().map(|s| &**s)
+    }
+
+    fn decode(b: &[u8]) -> Option<MinuteSlots> {
+        crate::format::decode_saved::<MinuteSlots>(b).filter(|s| s.len() == MINUTES_PER_DAY)
+    }
+}
+
+impl std::ops::Deref for Minutes {
+    type Target = [Option<Box<MinuteSlot>>];
+    fn deref(&self) -> &Self::Target {
+        self.get()
+    }
+}
+
+impl std::ops::DerefMut for Minutes {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.get_mut()
+    }
+}
+
+impl PartialEq for Minutes {
+    fn eq(&self, other: &Minutes) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// Saved as one byte string holding the bincode of the slots, so a load can keep it undecoded.
+impl Serialize for Minutes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn encode<S: serde::Serializer>(slots: &[Option<Box<MinuteSlot>>], s: S) -> Result<S::Ok, S::Error> {
+            let mut out = Vec::new();
+            crate::format::encode_saved(&slots, &mut out).map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&out)
+        }
+        if let Some(slots) = self.slots.get() {
+            return encode(slots, s);
+        }
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        match saved.as_ref() {
+            Some(b) => s.serialize_bytes(b.bytes()),
+            // Being decoded by another thread right now: wait for it.
+            None => {
+                drop(saved);
+                encode(self.get(), s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Minutes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Minutes, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Minutes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a day's minute slots")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, b: &'de [u8]) -> Result<Minutes, E> {
+                match crate::saved::keep(b) {
+                    Some(saved) => Ok(Minutes { slots: OnceLock::new(), saved: Mutex::new(Some(saved)) }),
+                    None => self.visit_bytes(b),
+                }
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Minutes, E> {
+                let slots = Minutes::decode(b).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Bytes(&[]), &self))?;
+                Ok(Minutes { slots: OnceLock::from(slots), saved: Mutex::new(None) })
+            }
+        }
+        d.deserialize_bytes(Visit)
+    }
+}
+
 /// A cold minute's histogram turns dense past this many entries (it is then 3840 bytes).
 const MINUTE_RUNS_MAX: usize = 512;
 /// A quarter's histogram stays dense once it needs more entries than this.
@@ -414,7 +523,7 @@ pub(crate) struct DayBlock {
     /// Events held; the block goes when it returns to zero.
     calls: u64,
     /// `MINUTES_PER_DAY` slots.
-    minutes: Box<[Option<Box<MinuteSlot>>]>,
+    minutes: Minutes,
     #[serde(with = "crate::saved::arrays")]
     quarters: [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY],
     hours: [Option<Box<HourSlot>>; HOURS_PER_DAY],
@@ -445,7 +554,7 @@ impl DayBlock {
         DayBlock {
             day,
             calls: 0,
-            minutes: (0..MINUTES_PER_DAY).map(|_| None).collect(),
+            minutes: Minutes::new(),
             quarters: std::array::from_fn(|_| None),
             hours: std::array::from_fn(|_| None),
             keys: KeyMap::default(),
@@ -531,8 +640,10 @@ impl DayBlock {
     }
 
     fn heap_bytes(&self) -> usize {
-        let mut bytes = self.minutes.len() * size_of::<Option<Box<MinuteSlot>>>() + self.keys.heap_bytes();
-        for slot in self.minutes.iter().flatten() {
+        // Minutes still in the saved state are in its mapped file, not the heap.
+        let minutes = self.minutes.loaded().unwrap_or(&[]);
+        let mut bytes = minutes.len() * size_of::<Option<Box<MinuteSlot>>>() + self.keys.heap_bytes();
+        for slot in minutes.iter().flatten() {
             bytes += size_of::<MinuteSlot>() + slot.hist.heap_bytes();
         }
         for slot in self.quarters.iter().flatten() {
@@ -701,6 +812,16 @@ impl Views {
             hot: &self.hot,
         };
         (ViewsDays(older), rest)
+    }
+
+    /// Decodes what day `i` still keeps in the saved state; false past the last day.
+    pub(crate) fn load_saved_day(&self, i: usize) -> bool {
+        self.days.get(i).map(|d| d.minutes.get()).is_some()
+    }
+
+    /// Whether any day still keeps something in the saved state.
+    pub(crate) fn holds_saved(&self) -> bool {
+        self.days.iter().any(|d| d.minutes.loaded().is_none())
     }
 
     pub(crate) fn from_saved_parts(older: LoadedDays, rest: LoadedRest) -> Views {

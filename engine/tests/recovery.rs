@@ -1009,6 +1009,38 @@ fn a_saved_state_that_does_not_match_the_log_is_not_used() {
     assert!(!dir.path().join(SAVED).exists());
 }
 
+/// After an open from the saved state the views' minute slots stay in that file until first used
+/// (a background thread decodes the rest half a second after the open): a query that needs them
+/// reads them from there, to the answers a rebuild gives, and only then are they in the heap.
+#[test]
+fn minute_slots_are_decoded_from_the_saved_state_when_first_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let day = 86_400_000;
+    let e = Engine::open(keep_all(dir.path(), &clock, 1 << 20)).unwrap().0;
+    for d in 0..5 {
+        e.append(&events(50 + d as u64, 300, T0 - (5 - d) * day, 200)).unwrap();
+    }
+    e.close().unwrap();
+    drop(e);
+    let (_copy, rebuilt) = rebuilt_copy(dir.path(), &clock);
+    let (e, report) = Engine::open(keep_all(dir.path(), &clock, 1 << 20)).unwrap();
+    assert!(report.restored);
+    // The first and last days' are decoded at once (the time bounds read them), not the others.
+    let before = e.status().heap.views;
+    let middle = tokenboard_engine::TimeRange::new(T0 - 3 * day, T0 - 3 * day + 3_600_000);
+    let minutes = |x: &Engine| x.trend(middle, tokenboard_engine::Granularity::Minute, chrono_tz::UTC).unwrap();
+    let got = minutes(&e);
+    assert!(got.iter().any(|b| b.agg.calls > 0));
+    assert_eq!(got, minutes(&rebuilt));
+    assert!(e.status().heap.views > before, "the middle day's minute slots were in the heap before they were used");
+    // The background thread decodes the other days (comparing the views would decode them too).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let settled = e.status().heap.views;
+    assert_same(&e, &rebuilt);
+    assert_eq!(e.status().heap.views, settled, "days were left undecoded");
+}
+
 /// The live segment's bitmaps are loaded by the fold thread after an open from the saved state;
 /// appends and reads that come at once wait for them, so none of their entries is lost.
 #[test]
