@@ -363,77 +363,113 @@ impl PartialEq for MinuteSlot {
     }
 }
 
-/// A day's `MINUTES_PER_DAY` minute slots (a slice through `Deref`). After an open from the saved
-/// state they stay undecoded in its mapped file until first used: most queries read whole
-/// quarters, hours and days, so an open and its first answers skip the largest part of the views
-/// (their decode and the page faults of their tens of thousands of allocations). A background
-/// thread decodes the rest soon after the open (`Views::load_saved`), which lets the file go.
-struct Minutes {
-    slots: OnceLock<Box<[Option<Box<MinuteSlot>>]>>,
+/// A part of a day (its minute slots, quarter slots, hour slots, Key cells), reached through
+/// `Deref`. After an open from the saved state it stays undecoded in that mapped file until first
+/// used: most queries read whole days, and only the newest days change, so an open and its first
+/// answers skip most of the views (their decode and the page faults of their hundreds of
+/// thousands of allocations). A background thread decodes the rest soon after the open
+/// (`Views::load_saved_day`), which lets the file go.
+struct Lazy<T: DayPart> {
+    value: OnceLock<T>,
     saved: Mutex<Option<crate::saved::SavedBytes>>,
+}
+
+/// What a [`Lazy`] can hold.
+trait DayPart: Serialize + serde::de::DeserializeOwned {
+    /// Whether a decoded value has the right shape (a slot array its length).
+    fn is_whole(&self) -> bool {
+        true
+    }
 }
 
 type MinuteSlots = Box<[Option<Box<MinuteSlot>>]>;
 
-impl Minutes {
-    fn new() -> Minutes {
-        Minutes { slots: OnceLock::from((0..MINUTES_PER_DAY).map(|_| None).collect::<MinuteSlots>()), saved: Mutex::new(None) }
-    }
-
-    /// The slots, decoded from the saved state first if they still are there.
-    fn get(&self) -> &[Option<Box<MinuteSlot>>] {
-        self.slots.get_or_init(|| {
-            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-            // The part holding them passed its CRC at the open, and we wrote it: a failure here
-            // is a bug in this file's encoding, not damage.
-            Minutes::decode(saved.expect("undecoded minutes keep their bytes").bytes()).expect("saved minute slots decode")
-        })
-    }
-
-    fn get_mut(&mut self) -> &mut [Option<Box<MinuteSlot>>] {
-        self.get();
-        self.slots.get_mut().expect("decoded just above")
-    }
-
-    /// The slots, if decoded.
-    fn loaded(&self) -> Option<&[Option<Box<MinuteSlot>>]> {
-        self.slots.get().map(|s| &**s)
-    }
-
-    fn decode(b: &[u8]) -> Option<MinuteSlots> {
-        crate::format::decode_saved::<MinuteSlots>(b).filter(|s| s.len() == MINUTES_PER_DAY)
+impl DayPart for MinuteSlots {
+    fn is_whole(&self) -> bool {
+        self.len() == MINUTES_PER_DAY
     }
 }
 
-impl std::ops::Deref for Minutes {
-    type Target = [Option<Box<MinuteSlot>>];
+/// The quarter slots of a day.
+#[derive(PartialEq, Serialize, Deserialize)]
+struct Quarters(#[serde(with = "crate::saved::arrays")] [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY]);
+
+impl DayPart for Quarters {}
+impl DayPart for [Option<Box<HourSlot>>; HOURS_PER_DAY] {}
+impl DayPart for KeyMap {}
+
+impl std::ops::Deref for Quarters {
+    type Target = [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY];
     fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Quarters {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<T: DayPart> Lazy<T> {
+    fn new(value: T) -> Lazy<T> {
+        Lazy { value: OnceLock::from(value), saved: Mutex::new(None) }
+    }
+
+    /// The value, decoded from the saved state first if it still is there.
+    fn get(&self) -> &T {
+        self.value.get_or_init(|| {
+            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // The part holding it passed its CRC at the open, and we wrote it: a failure here is
+            // a bug in this file's encoding, not damage.
+            Lazy::<T>::decode(saved.expect("an undecoded part keeps its bytes").bytes()).expect("a saved part of a day decodes")
+        })
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.get();
+        self.value.get_mut().expect("decoded just above")
+    }
+
+    /// The value, if decoded.
+    fn loaded(&self) -> Option<&T> {
+        self.value.get()
+    }
+
+    fn decode(b: &[u8]) -> Option<T> {
+        crate::format::decode_saved::<T>(b).filter(T::is_whole)
+    }
+}
+
+impl<T: DayPart> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         self.get()
     }
 }
 
-impl std::ops::DerefMut for Minutes {
-    fn deref_mut(&mut self) -> &mut Self::Target {
+impl<T: DayPart> std::ops::DerefMut for Lazy<T> {
+    fn deref_mut(&mut self) -> &mut T {
         self.get_mut()
     }
 }
 
-impl PartialEq for Minutes {
-    fn eq(&self, other: &Minutes) -> bool {
+impl<T: DayPart + PartialEq> PartialEq for Lazy<T> {
+    fn eq(&self, other: &Lazy<T>) -> bool {
         self.get() == other.get()
     }
 }
 
-/// Saved as one byte string holding the bincode of the slots, so a load can keep it undecoded.
-impl Serialize for Minutes {
+/// Saved as one byte string holding the bincode of the value, so a load can keep it undecoded.
+impl<T: DayPart> Serialize for Lazy<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        fn encode<S: serde::Serializer>(slots: &[Option<Box<MinuteSlot>>], s: S) -> Result<S::Ok, S::Error> {
+        fn encode<S: serde::Serializer, T: Serialize>(value: &T, s: S) -> Result<S::Ok, S::Error> {
             let mut out = Vec::new();
-            crate::format::encode_saved(&slots, &mut out).map_err(serde::ser::Error::custom)?;
+            crate::format::encode_saved(value, &mut out).map_err(serde::ser::Error::custom)?;
             s.serialize_bytes(&out)
         }
-        if let Some(slots) = self.slots.get() {
-            return encode(slots, s);
+        if let Some(value) = self.value.get() {
+            return encode(value, s);
         }
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         match saved.as_ref() {
@@ -447,26 +483,26 @@ impl Serialize for Minutes {
     }
 }
 
-impl<'de> Deserialize<'de> for Minutes {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Minutes, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Minutes;
+impl<'de, T: DayPart> Deserialize<'de> for Lazy<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Lazy<T>, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: DayPart> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Lazy<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a day's minute slots")
+                f.write_str("a saved part of a day")
             }
-            fn visit_borrowed_bytes<E: serde::de::Error>(self, b: &'de [u8]) -> Result<Minutes, E> {
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, b: &'de [u8]) -> Result<Lazy<T>, E> {
                 match crate::saved::keep(b) {
-                    Some(saved) => Ok(Minutes { slots: OnceLock::new(), saved: Mutex::new(Some(saved)) }),
+                    Some(saved) => Ok(Lazy { value: OnceLock::new(), saved: Mutex::new(Some(saved)) }),
                     None => self.visit_bytes(b),
                 }
             }
-            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Minutes, E> {
-                let slots = Minutes::decode(b).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Bytes(&[]), &self))?;
-                Ok(Minutes { slots: OnceLock::from(slots), saved: Mutex::new(None) })
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Lazy<T>, E> {
+                let value = Lazy::<T>::decode(b).ok_or_else(|| E::invalid_value(serde::de::Unexpected::Bytes(&[]), &self))?;
+                Ok(Lazy::new(value))
             }
         }
-        d.deserialize_bytes(Visit)
+        d.deserialize_bytes(Visit(std::marker::PhantomData))
     }
 }
 
@@ -523,11 +559,10 @@ pub(crate) struct DayBlock {
     /// Events held; the block goes when it returns to zero.
     calls: u64,
     /// `MINUTES_PER_DAY` slots.
-    minutes: Minutes,
-    #[serde(with = "crate::saved::arrays")]
-    quarters: [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY],
-    hours: [Option<Box<HourSlot>>; HOURS_PER_DAY],
-    keys: KeyMap,
+    minutes: Lazy<MinuteSlots>,
+    quarters: Lazy<Quarters>,
+    hours: Lazy<[Option<Box<HourSlot>>; HOURS_PER_DAY]>,
+    keys: Lazy<KeyMap>,
     /// The heaviest keys of the day: set while `keys` is packed (the day is frozen and has no
     /// inline cells), computed when it was packed.
     heavy: Option<HeavyKeys>,
@@ -554,10 +589,10 @@ impl DayBlock {
         DayBlock {
             day,
             calls: 0,
-            minutes: Minutes::new(),
-            quarters: std::array::from_fn(|_| None),
-            hours: std::array::from_fn(|_| None),
-            keys: KeyMap::default(),
+            minutes: Lazy::new((0..MINUTES_PER_DAY).map(|_| None).collect()),
+            quarters: Lazy::new(Quarters(std::array::from_fn(|_| None))),
+            hours: Lazy::new(std::array::from_fn(|_| None)),
+            keys: Lazy::new(KeyMap::default()),
             heavy: None,
             total: None,
             last_touch: 0,
@@ -640,16 +675,16 @@ impl DayBlock {
     }
 
     fn heap_bytes(&self) -> usize {
-        // Minutes still in the saved state are in its mapped file, not the heap.
-        let minutes = self.minutes.loaded().unwrap_or(&[]);
-        let mut bytes = minutes.len() * size_of::<Option<Box<MinuteSlot>>>() + self.keys.heap_bytes();
+        // Parts still in the saved state are in its mapped file, not the heap.
+        let minutes: &[Option<Box<MinuteSlot>>] = self.minutes.loaded().map_or(&[], |m| m);
+        let mut bytes = minutes.len() * size_of::<Option<Box<MinuteSlot>>>() + self.keys.loaded().map_or(0, KeyMap::heap_bytes);
         for slot in minutes.iter().flatten() {
             bytes += size_of::<MinuteSlot>() + slot.hist.heap_bytes();
         }
-        for slot in self.quarters.iter().flatten() {
+        for slot in self.quarters.loaded().map_or(&[][..], |q| &q.0[..]).iter().flatten() {
             bytes += size_of::<QuarterSlot>() + slot.hist.heap_bytes();
         }
-        for slot in self.hours.iter().flatten() {
+        for slot in self.hours.loaded().map_or(&[][..], |h| &h[..]).iter().flatten() {
             bytes += size_of::<HourSlot>() + slot.keys.heap_bytes();
             bytes += slot.total.as_ref().map_or(0, |t| size_of::<HourTotal>() + t.latency.heap_bytes() + t.ttft.heap_bytes());
             bytes += slot.groups.iter().map(|g| g.heap_bytes()).sum::<usize>();
@@ -658,9 +693,21 @@ impl DayBlock {
         bytes + self.heavy.as_ref().map_or(0, HeavyKeys::heap_bytes)
     }
 
+    /// Decodes whatever of this day is still in the saved state.
+    fn load_saved(&self) {
+        self.minutes.get();
+        self.quarters.get();
+        self.hours.get();
+        self.keys.get();
+    }
+
+    fn holds_saved(&self) -> bool {
+        self.minutes.loaded().is_none() || self.quarters.loaded().is_none() || self.hours.loaded().is_none() || self.keys.loaded().is_none()
+    }
+
     /// Sums the quarters into `total`.
     fn compute_total(&mut self) {
-        self.total = Some(sum_quarters(&self.quarters, DAY_RUNS_MAX));
+        self.total = Some(sum_quarters(&self.quarters[..], DAY_RUNS_MAX));
     }
 }
 
@@ -816,12 +863,12 @@ impl Views {
 
     /// Decodes what day `i` still keeps in the saved state; false past the last day.
     pub(crate) fn load_saved_day(&self, i: usize) -> bool {
-        self.days.get(i).map(|d| d.minutes.get()).is_some()
+        self.days.get(i).map(DayBlock::load_saved).is_some()
     }
 
     /// Whether any day still keeps something in the saved state.
     pub(crate) fn holds_saved(&self) -> bool {
-        self.days.iter().any(|d| d.minutes.loaded().is_none())
+        self.days.iter().any(DayBlock::holds_saved)
     }
 
     pub(crate) fn from_saved_parts(older: LoadedDays, rest: LoadedRest) -> Views {
@@ -1198,7 +1245,7 @@ impl Views {
                     for m in self.key_totals.take_inline_day(day) {
                         block.keys.apply(m.key, &m.cell, Sign::Add);
                     }
-                    if let KeyMap::Hot(map) = &block.keys {
+                    if let KeyMap::Hot(map) = &*block.keys {
                         block.heavy = Some(HeavyKeys::select(map.iter().map(|(k, c)| (*k, *c)).collect(), HEAVY_KEYS));
                     }
                     block.keys.freeze();
