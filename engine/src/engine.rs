@@ -1173,7 +1173,8 @@ impl Engine {
             if !(too_old || too_big || too_many) {
                 break;
             }
-            // Fold, then persist the rollups, then delete: a crash in between never counts twice.
+            // Fold, then persist the rollups, then delete: a crash in between never counts twice
+            // (an open removes a segment the rollups already hold).
             let mut builder = rollup::RollupBuilder::default();
             let mut ids = Vec::new();
             let with_ids = oldest.ids_in_dedup.load(Ordering::Relaxed);
@@ -1193,12 +1194,19 @@ impl Engine {
             if let Some(last) = oldest.last_seq {
                 rollups.folded_through_seq = rollups.folded_through_seq.max(last);
             }
-            rollups.save(&opts.dir)?;
+            if let Err(e) = rollups.save(&opts.dir) {
+                // Nothing was deleted: the views get the segment back (adding is the exact
+                // inverse of removing), so they still equal a fold over the log.
+                let mut folded = self.shared.fold.write_through(&st.fold_queue);
+                oldest.for_each(&mut |ev| {
+                    folded.views.apply(&ev, Sign::Add);
+                    true
+                });
+                return Err(e);
+            }
             st.rollups = rollups;
-            let deleted = oldest.path.with_extension("deleted");
-            fs::rename(&oldest.path, &deleted).map_err(|e| Error::io("rename", &oldest.path, e))?;
-            fs::remove_file(&deleted).map_err(|e| Error::io("remove", &deleted, e))?;
-            rollup::sync_dir(&opts.dir)?;
+            // The rollups hold the segment now: it leaves the log here even if its file cannot
+            // be removed at once (the next open removes it), or it would be counted twice.
             for h in ids {
                 st.dedup.seen.remove(&h);
             }
@@ -1206,6 +1214,10 @@ impl Engine {
             report.segments_deleted += 1;
             report.events_deleted += oldest.n_events;
             report.bytes_deleted += oldest.bytes_used;
+            let deleted = oldest.path.with_extension("deleted");
+            fs::rename(&oldest.path, &deleted).map_err(|e| Error::io("rename", &oldest.path, e))?;
+            fs::remove_file(&deleted).map_err(|e| Error::io("remove", &deleted, e))?;
+            rollup::sync_dir(&opts.dir)?;
         }
         // Event ids older than the window, once per segment.
         let cutoff = now - opts.dedup_window_ms;

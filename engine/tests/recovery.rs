@@ -538,6 +538,35 @@ fn retention_drops_whole_segments_and_keeps_rollups() {
     assert_eq!(e.rollups().folded_through_seq, all[0].seq - 1);
 }
 
+/// Retention whose rollups cannot be saved deletes nothing and leaves the views equal to the
+/// log; the next pass, once they can be, deletes as usual.
+#[test]
+fn retention_that_cannot_save_its_rollups_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention.max_events = Some(2500);
+    let (e, _) = Engine::open(o.clone()).unwrap();
+    for c in events(17, 4000, T0, 1000).chunks(100) {
+        e.append(c).unwrap();
+    }
+    let all_time = tokenboard_engine::TimeRange { from_ms: 0, to_ms: i64::MAX };
+    let (before, summary) = (e.status(), e.summary(all_time));
+    // A directory where the rollups' temporary file goes makes their save fail.
+    std::fs::create_dir(dir.path().join("rollups.tmp")).unwrap();
+    assert!(e.enforce_retention().is_err());
+    let after = e.status();
+    assert_eq!((after.events, after.segments), (before.events, before.segments));
+    assert_eq!(e.summary(all_time), summary, "the views lost a segment that is still in the log");
+    assert_eq!(all_events(&e).len() as u64, before.events);
+    assert!(e.rollups().days.is_empty());
+    std::fs::remove_dir(dir.path().join("rollups.tmp")).unwrap();
+    let report = e.enforce_retention().unwrap();
+    assert!(report.segments_deleted > 0);
+    assert_eq!(e.summary(all_time).agg.calls, before.events - report.events_deleted);
+    assert_eq!(all_events(&e).len() as u64, before.events - report.events_deleted);
+}
+
 #[test]
 fn retention_by_age_uses_the_time_a_segment_was_sealed() {
     let dir = tempfile::tempdir().unwrap();
