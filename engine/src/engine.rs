@@ -350,10 +350,6 @@ struct SyncState {
     syncing: bool,
     file: Arc<File>,
     path: PathBuf,
-    /// Segments sealed since the last sync, oldest first: the next sync syncs them before
-    /// `file`, so the appender that rolls does not wait for a whole segment's write-back, and
-    /// nothing in a newer segment is durable before everything in an older one.
-    sealed: Vec<(Arc<File>, PathBuf)>,
 }
 
 /// What the appenders and the background syncer share: it holds no file lock, so the directory
@@ -415,10 +411,10 @@ impl Durable {
             }
             g.syncing = true;
             let upto = self.written_seq.load(Ordering::Acquire);
-            let mut files = std::mem::take(&mut g.sealed);
-            files.push((g.file.clone(), g.path.clone()));
+            let file = g.file.clone();
+            let path = g.path.clone();
             drop(g);
-            let r = files.iter().try_for_each(|(file, path)| self.sync_file(file, path));
+            let r = self.sync_file(&file, &path);
             g = self.sync.lock().unwrap_or_else(|e| e.into_inner());
             g.syncing = false;
             if r.is_ok() {
@@ -432,6 +428,10 @@ impl Durable {
     fn stop(&self) {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.stop_cv.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sleeps for `period` or until `stop`; returns whether the engine is stopping.
@@ -697,7 +697,7 @@ impl Engine {
             buf: Vec::new(),
         };
         let durable = Arc::new(Durable {
-            sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path, sealed: Vec::new() }),
+            sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path }),
             sync_cv: Condvar::new(),
             written_seq: AtomicU64::new(last_seq),
             fenced: Mutex::new(None),
@@ -720,8 +720,11 @@ impl Engine {
                 if durable.sleep_unless_stopped(INDEX_LOAD_DELAY) {
                     return;
                 }
-                fold.load_saved();
+                fold.load_saved(&|| durable.stopped());
                 for seg in segments {
+                    if durable.stopped() {
+                        return;
+                    }
                     seg.index();
                 }
             });
@@ -949,16 +952,23 @@ impl Engine {
 
     /// Seals the live segment and starts a new one.
     fn roll(&self, st: &mut State, now: i64) -> Result<()> {
-        self.shared.durable.check_fenced()?;
+        // The old segment is synced whole before the new one exists, so recovery only ever
+        // meets a torn tail in the newest segment (a sealed one that ends mid-batch is damage).
+        // Deferring this sync to the next group commit removed a stall of the appender at each
+        // roll but broke that rule for a crash in between; the stall is the write-back of at
+        // most one sync interval's data.
+        let old_path = st.live.path.clone();
+        self.shared.durable.sync_file(&st.live_file, &old_path)?;
+        let written = self.shared.durable.written_seq.load(Ordering::Acquire);
         let (mut seg, file) = create_segment(&self.shared.opts, st.next_seq, now)?;
         let file = Arc::new(file);
         {
-            // The old segment is synced by the next sync, before the new one (see `SyncState`).
             let mut s = self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner());
-            let old_file = std::mem::replace(&mut s.file, file.clone());
-            let old_path = std::mem::replace(&mut s.path, seg.path.clone());
-            s.sealed.push((old_file, old_path));
+            s.durable_seq = s.durable_seq.max(written);
+            s.file = file.clone();
+            s.path = seg.path.clone();
         }
+        self.shared.durable.sync_cv.notify_all();
         let old_index = self.shared.fold.write_through(&st.fold_queue).start_segment(seg.detach_index());
         let mut old = std::mem::replace(&mut st.live, seg);
         let old_file = std::mem::replace(&mut st.live_file, file);

@@ -215,10 +215,13 @@ impl Fold {
     }
 
     /// Decodes what the views keep undecoded in the saved state, a day at a time, each under the
-    /// read lock for a moment (a fold waits at most that long).
-    pub(crate) fn load_saved(&self) {
+    /// read lock for a moment (a fold waits at most that long); gives up once `stopped`.
+    pub(crate) fn load_saved(&self, stopped: &dyn Fn() -> bool) {
         loop {
             for i in 0.. {
+                if stopped() {
+                    return;
+                }
                 let f = self.folded.read().unwrap_or_else(|e| e.into_inner());
                 if !f.views.load_saved_day(i) {
                     break;

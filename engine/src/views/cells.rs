@@ -53,6 +53,7 @@ impl<'de, const N: usize> Deserialize<'de> for Counters<N> {
                 write!(f, "{N} counters")
             }
             fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Counters<N>, E> {
+                const { assert!(N <= 32, "the mask is a u32") };
                 let bad = || E::invalid_value(serde::de::Unexpected::Bytes(b), &self);
                 let mut pos = 0;
                 let mask = get_varint(b, &mut pos).filter(|m| *m >> N == 0).ok_or_else(bad)?;
@@ -404,7 +405,11 @@ fn get_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
     loop {
         let b = *bytes.get(*pos)?;
         *pos += 1;
-        v |= ((b & 0x7f) as u64).checked_shl(shift).unwrap_or(0);
+        // Ten bytes hold 64 bits: a longer varint, or bits past the 64th, is not one we wrote.
+        if shift > 63 || (shift == 63 && b > 1) {
+            return None;
+        }
+        v |= ((b & 0x7f) as u64) << shift;
         if b < 0x80 {
             return Some(v);
         }
@@ -1269,6 +1274,24 @@ impl<C: Cell> SortedAcc<C> {
 #[cfg(test)]
 mod tests {
     use super::PosIndex;
+
+    /// Varints read back what was written, up to u64::MAX in ten bytes; longer ones, or bits past
+    /// the 64th, are refused rather than cut.
+    #[test]
+    fn varints_round_trip_and_refuse_overlong_bytes() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX >> 1, u64::MAX] {
+            let mut b = Vec::new();
+            super::put_varint(&mut b, v);
+            let mut pos = 0;
+            assert_eq!((super::get_varint(&b, &mut pos), pos), (Some(v), b.len()));
+        }
+        let mut pos = 0;
+        assert_eq!(super::get_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], &mut pos), None, "bit 64");
+        pos = 0;
+        assert_eq!(super::get_varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], &mut pos), None, "eleven bytes");
+        pos = 0;
+        assert_eq!(super::get_varint(&[0x80], &mut pos), None, "cut short");
+    }
 
     /// The direct table and the spill map agree with a plain map through growth, spills and
     /// removals.
