@@ -14,8 +14,8 @@
 //!
 //! Layout: `MAGIC` (8 bytes), `VERSION` (u32 LE), then for each of four parts its length (u64
 //! LE) and CRC32 (u32 LE); then the parts: [`Saved`], the older half of the views' days and the
-//! rest of the views, each in bincode (through `format`; the third is decoded on a second
-//! thread), and the segments' indexes, each the bincode of a `SegmentIndex` with its own CRC in
+//! rest of the views, each in bincode (through `format`; the second and third are decoded on a
+//! second thread), and the segments' indexes, each the bincode of a `SegmentIndex` with its own CRC in
 //! its [`BlobRef`] (that part's CRC in the header is not checked: a blob is checked when loaded). They are the engine's own structures, so any change to them
 //! bumps `VERSION` (the golden test below fails otherwise); an older file is then ignored and the
 //! engine rebuilt once.
@@ -144,9 +144,9 @@ impl SavedFile {
         (end <= part.end).then_some(start..end)
     }
 
-    /// Checks the CRC of each part and decodes it: the first two on this thread (the first may
-    /// borrow from the file), the third on another. `None` if any fails.
-    pub fn decode<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned + Send>(&'a self) -> Option<(A, B, C)> {
+    /// Checks the CRC of each part and decodes it: the first on this thread (it may borrow from
+    /// the file), the other two on another. `None` if any fails.
+    pub fn decode<'a, A: Deserialize<'a>, B: DeserializeOwned + Send, C: DeserializeOwned + Send>(&'a self) -> Option<(A, B, C)> {
         decode_parts(&self.map, Some(&self.map), &self.parts)
     }
 }
@@ -218,7 +218,7 @@ fn check_header(bytes: &[u8]) -> Option<[(Range<usize>, u32); PARTS]> {
 
 /// `map`, when given, is the mapped file `bytes` are: byte strings that structures keep undecoded
 /// then refer into it (see [`keep`]).
-fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned + Send>(
+fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned + Send, C: DeserializeOwned + Send>(
     bytes: &'a [u8],
     map: Option<&Arc<Mmap>>,
     parts: &[(Range<usize>, u32); PARTS],
@@ -230,9 +230,12 @@ fn decode_parts<'a, A: Deserialize<'a>, B: DeserializeOwned, C: DeserializeOwned
     };
     // The last part is not checked here: each of its blobs carries its own CRC.
     std::thread::scope(|s| {
-        let c = s.spawn(|| decoding_from(map, || part(2).and_then(format::decode_saved::<C>)));
-        let (a, b) = decoding_from(map, || (part(0).and_then(format::decode_saved_borrowed::<A>), part(1).and_then(format::decode_saved::<B>)));
-        Some((a?, b?, c.join().ok()??))
+        // The segments' part is the largest to decode now that most of the views' days stay
+        // undecoded (see `views::Lazy`): it gets this thread, both parts of the views the other.
+        let bc = s.spawn(|| decoding_from(map, || (part(1).and_then(format::decode_saved::<B>), part(2).and_then(format::decode_saved::<C>))));
+        let a = decoding_from(map, || part(0).and_then(format::decode_saved_borrowed::<A>));
+        let (b, c) = bc.join().ok()?;
+        Some((a?, b?, c?))
     })
 }
 
