@@ -228,15 +228,10 @@ pub fn check_frame(salt: u32, b: &[u8]) -> Result<(FrameHeader, &[u8]), FrameFau
 
 /// Appends one frame to `out`. The payload must already be bounded by the caller.
 pub fn write_frame(out: &mut Vec<u8>, salt: u32, kind: u8, seq_delta: u32, payload: &[u8]) {
-    assert!(payload.len() <= FRAME_PAYLOAD_BYTES_MAX, "frame payload over the bound");
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(&seq_delta.to_le_bytes());
-    out.extend_from_slice(payload);
-    let crc = frame_crc(salt, &out[start..]);
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    write_frame_with(out, salt, kind, seq_delta, |o| {
+        o.extend_from_slice(payload);
+        0
+    });
 }
 
 /// Appends a frame whose payload `payload` writes straight into `out` (no copy), returning kind

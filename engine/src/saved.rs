@@ -361,6 +361,26 @@ pub mod fixed {
         d.deserialize_bytes(Visit(std::marker::PhantomData))
     }
 
+    impl Fixed for u16 {
+        const SIZE: usize = 2;
+        fn put(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
+        }
+        fn get(b: &[u8]) -> u16 {
+            u16::from_le_bytes([b[0], b[1]])
+        }
+    }
+
+    impl Fixed for u32 {
+        const SIZE: usize = 4;
+        fn put(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(&self.to_le_bytes());
+        }
+        fn get(b: &[u8]) -> u32 {
+            u32_at(b, 0)
+        }
+    }
+
     /// The little-endian integer at `b[at..]`.
     pub fn u32_at(b: &[u8], at: usize) -> u32 {
         u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))

@@ -356,10 +356,10 @@ impl Fixed for Block {
 impl Fixed for Sym {
     const SIZE: usize = 4;
     fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0.to_le_bytes());
+        self.0.put(out);
     }
     fn get(b: &[u8]) -> Sym {
-        Sym(fixed::u32_at(b, 0))
+        Sym(u32::get(b))
     }
 }
 

@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::saved::fixed::Fixed;
+
 use super::Sign;
 
 /// Number of bins of one histogram.
@@ -222,12 +224,9 @@ impl DenseKeys {
 }
 
 /// An entry of a packed run histogram: a key (< 512) and a count of at most `COUNT_MAX`.
-pub trait Packed: Copy + Eq + std::fmt::Debug {
+/// Saved as a fixed-width little-endian record (`saved::fixed`).
+pub trait Packed: Copy + Eq + std::fmt::Debug + Fixed {
     const COUNT_MAX: u32;
-    /// Bytes of an entry in the saved state (little-endian).
-    const WIDTH: usize;
-    fn write_le(self, out: &mut Vec<u8>);
-    fn read_le(bytes: &[u8]) -> Self;
     fn pack(key: usize, count: u32) -> Self;
     fn key(self) -> usize;
     fn count(self) -> u32;
@@ -236,13 +235,6 @@ pub trait Packed: Copy + Eq + std::fmt::Debug {
 /// 9-bit key, 7-bit count: a minute slot rarely has more than a hundred values per bin.
 impl Packed for u16 {
     const COUNT_MAX: u32 = (1 << 7) - 1;
-    const WIDTH: usize = 2;
-    fn write_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn read_le(b: &[u8]) -> u16 {
-        u16::from_le_bytes([b[0], b[1]])
-    }
     #[inline]
     fn pack(key: usize, count: u32) -> u16 {
         ((key as u16) << 7) | count as u16
@@ -260,13 +252,6 @@ impl Packed for u16 {
 /// 9-bit key, 23-bit count.
 impl Packed for u32 {
     const COUNT_MAX: u32 = (1 << 23) - 1;
-    const WIDTH: usize = 4;
-    fn write_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn read_le(b: &[u8]) -> u32 {
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    }
     #[inline]
     fn pack(key: usize, count: u32) -> u32 {
         ((key as u32) << 23) | count
@@ -282,38 +267,12 @@ impl Packed for u32 {
 }
 
 /// Sorted canonical runs of packed entries (see the module doc).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Saved as one byte string of little-endian entries: a copy to load, not a decode per entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct RunHist<E: Packed> {
+    #[serde(with = "crate::saved::fixed")]
     entries: Vec<E>,
-}
-
-/// Saved as one byte string (entries little-endian): a copy to load, not a decode per entry.
-impl<E: Packed> Serialize for RunHist<E> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.entries.len() * E::WIDTH);
-        self.entries.iter().for_each(|e| e.write_le(&mut bytes));
-        s.serialize_bytes(&bytes)
-    }
-}
-
-impl<'de, E: Packed> Deserialize<'de> for RunHist<E> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<E>(std::marker::PhantomData<E>);
-        impl<E: Packed> serde::de::Visitor<'_> for Visit<E> {
-            type Value = RunHist<E>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("whole histogram entries")
-            }
-            // Straight from the saved bytes: no intermediate copy.
-            fn visit_bytes<Er: serde::de::Error>(self, b: &[u8]) -> Result<RunHist<E>, Er> {
-                if !b.len().is_multiple_of(E::WIDTH) {
-                    return Err(Er::invalid_length(b.len(), &self));
-                }
-                Ok(RunHist { entries: b.chunks_exact(E::WIDTH).map(E::read_le).collect() })
-            }
-        }
-        d.deserialize_bytes(Visit(std::marker::PhantomData))
-    }
 }
 
 impl<E: Packed> Default for RunHist<E> {
