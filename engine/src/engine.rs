@@ -34,7 +34,7 @@ use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
 use crate::rollup::{self, Rollups};
 use crate::saved;
-use crate::index::{LazyIndex, SavedIndex, SegmentIndex};
+use crate::index::{LazyIndex, SegmentIndex};
 use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
 use crate::views::{EdgeScan, Granularity, Group, LoadedDays, LoadedRest, Sign, Summary, TimeRange, TrendBucket, Views};
 
@@ -1358,8 +1358,7 @@ fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved_file: &
         seg.blocks = ss.blocks;
         seg.dict = ss.dict;
         // The index stays in the saved file (kept mapped) until first used.
-        let range = saved_file.blob(&ss.index)?;
-        seg.set_index(LazyIndex::saved(SavedIndex { map: saved_file.map().clone(), range, crc: ss.index.crc }));
+        seg.set_index(LazyIndex::saved(saved_file.blob(&ss.index)?, ss.index.crc));
         seg.sealed = ss.sealed;
         seg.sealed_at_ms = ss.sealed_at_ms;
         seg.bytes_used = ss.bytes_used;
@@ -1638,7 +1637,7 @@ mod tests {
         for (i, seg) in bad.loaded.iter_mut().enumerate() {
             // Bytes that pass their CRC but are not an index, or that fail it.
             let crc = if i % 2 == 0 { crc32fast::hash(&file.map()[..16]) } else { 0 };
-            seg.set_index(LazyIndex::saved(SavedIndex { map: file.map().clone(), range: 0..16, crc }));
+            seg.set_index(LazyIndex::saved(saved::SavedBytes::new(file.map().clone(), 0..16), crc));
         }
         let model = good.interner.get("model-3").unwrap();
         let filters = [

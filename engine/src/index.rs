@@ -53,16 +53,9 @@ pub struct SegmentIndex {
 /// A segment's index, or where to load it from: after an open from the saved state, a sealed
 /// segment's bitmaps stay in that file's map until a query first needs them.
 pub struct LazyIndex {
-    loaded: std::sync::OnceLock<SegmentIndex>,
-    saved: std::sync::Mutex<Option<SavedIndex>>,
-}
-
-/// The bincode of a `SegmentIndex` inside a mapped file, and its CRC.
-#[derive(Clone)]
-pub struct SavedIndex {
-    pub map: std::sync::Arc<memmap2::Mmap>,
-    pub range: std::ops::Range<usize>,
-    pub crc: u32,
+    index: crate::saved::Lazy<SegmentIndex>,
+    /// Of the saved bytes.
+    crc: u32,
 }
 
 impl Default for LazyIndex {
@@ -73,50 +66,31 @@ impl Default for LazyIndex {
 
 impl LazyIndex {
     pub fn loaded(index: SegmentIndex) -> LazyIndex {
-        LazyIndex { loaded: index.into(), saved: std::sync::Mutex::new(None) }
+        LazyIndex { index: crate::saved::Lazy::new(index), crc: 0 }
     }
 
-    pub fn saved(saved: SavedIndex) -> LazyIndex {
-        LazyIndex { loaded: std::sync::OnceLock::new(), saved: std::sync::Mutex::new(Some(saved)) }
+    /// The bincode of a `SegmentIndex` in the saved-state file, and its CRC.
+    pub fn saved(bytes: crate::saved::SavedBytes, crc: u32) -> LazyIndex {
+        LazyIndex { index: crate::saved::Lazy::saved(bytes), crc }
     }
 
-    /// The index, loaded by `load` on first use (with the saved bytes, if still there and
-    /// their CRC holds).
+    /// The index, loaded by `load` on first use (with the saved bytes if their CRC holds).
     pub fn get_or_load(&self, load: impl FnOnce(Option<&[u8]>) -> SegmentIndex) -> &SegmentIndex {
-        if let Some(ix) = self.loaded.get() {
-            return ix;
-        }
-        let ix = self.loaded.get_or_init(|| {
-            // The bytes stay until the index is in place: a save meanwhile still has them, and a
-            // load that panics leaves them for the next attempt.
-            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            load(saved.as_ref().map(|s| &s.map[s.range.clone()]).filter(|b| saved.as_ref().is_some_and(|s| crc32fast::hash(b) == s.crc)))
-        });
-        // Loaded: let go of the saved file (unmapped once every segment has let go).
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        ix
+        self.index.get_or_load(|b| load(Some(b).filter(|b| crc32fast::hash(b) == self.crc)))
     }
 
     /// The index if loaded, else its saved bytes.
     pub fn loaded_or_saved(&self) -> Result<&SegmentIndex, Vec<u8>> {
-        if let Some(ix) = self.loaded.get() {
-            return Ok(ix);
-        }
-        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        match saved.as_ref() {
-            Some(s) => Err(s.map[s.range.clone()].to_vec()),
-            // The bytes are dropped only once the index is in place.
-            None => Ok(self.loaded.get().expect("an index without saved bytes is loaded")),
-        }
+        self.index.with_saved(|r| r.map_err(<[u8]>::to_vec))
     }
 
     pub fn get_mut(&mut self) -> Option<&mut SegmentIndex> {
-        self.loaded.get_mut()
+        self.index.get_mut()
     }
 
     /// Heap of the loaded index (0 while it is still in the saved file).
     pub fn heap_bytes(&self) -> usize {
-        self.loaded.get().map_or(0, SegmentIndex::heap_bytes)
+        self.index.loaded().map_or(0, SegmentIndex::heap_bytes)
     }
 }
 
@@ -588,7 +562,7 @@ mod tests {
         let mut m = memmap2::MmapMut::map_anon(bytes.len()).unwrap();
         m.copy_from_slice(&bytes);
         let map = std::sync::Arc::new(m.make_read_only().unwrap());
-        let lazy = std::sync::Arc::new(LazyIndex::saved(SavedIndex { map, range: 0..bytes.len(), crc: crc32fast::hash(&bytes) }));
+        let lazy = std::sync::Arc::new(LazyIndex::saved(crate::saved::SavedBytes::new(map, 0..bytes.len()), crc32fast::hash(&bytes)));
 
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             lazy.get_or_load(|_| panic!("a failed load"));

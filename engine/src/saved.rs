@@ -131,17 +131,18 @@ pub fn open(path: &Path) -> Option<SavedFile> {
 }
 
 impl SavedFile {
-    /// The mapped file (its parts borrow from it).
+    /// The mapped file (for tests that build blobs of their own).
+    #[cfg(test)]
     pub fn map(&self) -> &Arc<Mmap> {
         &self.map
     }
 
-    /// Where blob `r` of the last part lies in the file, if inside it.
-    pub fn blob(&self, r: &BlobRef) -> Option<Range<usize>> {
+    /// Blob `r` of the last part, if inside it.
+    pub fn blob(&self, r: &BlobRef) -> Option<SavedBytes> {
         let part = &self.parts[PARTS - 1].0;
         let start = part.start.checked_add(usize::try_from(r.offset).ok()?)?;
         let end = start.checked_add(usize::try_from(r.len).ok()?)?;
-        (end <= part.end).then_some(start..end)
+        (end <= part.end).then(|| SavedBytes::new(self.map.clone(), start..end))
     }
 
     /// Checks the CRC of each part and decodes it: the first on this thread (it may borrow from
@@ -151,16 +152,80 @@ impl SavedFile {
     }
 }
 
-/// Bytes of the saved-state file that a structure keeps undecoded until first used (a day's
-/// minute slots): the file stays mapped (it is already unlinked) while any are held.
+/// Bytes of the saved-state file that a structure keeps undecoded until first used (a segment's
+/// bitmaps, a day's minute slots): the file stays mapped (it is already unlinked) while any are
+/// held.
+#[derive(Clone)]
 pub struct SavedBytes {
     map: Arc<Mmap>,
     range: Range<usize>,
 }
 
 impl SavedBytes {
+    pub fn new(map: Arc<Mmap>, range: Range<usize>) -> SavedBytes {
+        SavedBytes { map, range }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.map[self.range.clone()]
+    }
+}
+
+/// A value that may still be undecoded in the saved-state file, decoded on first use (or by the
+/// background loader soon after the open).
+pub struct Lazy<T> {
+    value: std::sync::OnceLock<T>,
+    saved: std::sync::Mutex<Option<SavedBytes>>,
+}
+
+impl<T> Lazy<T> {
+    pub fn new(value: T) -> Lazy<T> {
+        Lazy { value: value.into(), saved: std::sync::Mutex::new(None) }
+    }
+
+    pub fn saved(bytes: SavedBytes) -> Lazy<T> {
+        Lazy { value: std::sync::OnceLock::new(), saved: std::sync::Mutex::new(Some(bytes)) }
+    }
+
+    /// The value; on first use `load` makes it from the saved bytes. They stay until it is in
+    /// place: a save meanwhile still has them (without waiting), and a load that panics leaves
+    /// them for the next attempt.
+    pub fn get_or_load(&self, load: impl FnOnce(&[u8]) -> T) -> &T {
+        if let Some(v) = self.value.get() {
+            return v;
+        }
+        let v = self.value.get_or_init(|| {
+            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            load(saved.expect("an undecoded value keeps its bytes").bytes())
+        });
+        // In place: let go of the file (unmapped once every holder has let go).
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        v
+    }
+
+    /// The value, if decoded.
+    pub fn loaded(&self) -> Option<&T> {
+        self.value.get()
+    }
+
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.value.get_mut()
+    }
+
+    /// Calls `f` with the value if decoded, else with its saved bytes; never waits for a decode.
+    pub fn with_saved<'a, R>(&'a self, f: impl FnOnce(Result<&'a T, &[u8]>) -> R) -> R {
+        if let Some(v) = self.value.get() {
+            return f(Ok(v));
+        }
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        match saved.as_ref() {
+            Some(b) => f(Err(b.bytes())),
+            // The bytes go only once the value is in place.
+            None => {
+                drop(saved);
+                f(Ok(self.value.get().expect("a value without saved bytes is decoded")))
+            }
+        }
     }
 }
 
@@ -625,7 +690,7 @@ mod tests {
         let file = open(&path).unwrap();
         assert_eq!(file.decode::<Vec<String>, (u64, u16), Vec<u8>>(), Some(value));
         let refs = blob_refs(&blobs);
-        assert_eq!(&file.map()[file.blob(&refs[1]).unwrap()], b"second");
+        assert_eq!(file.blob(&refs[1]).unwrap().bytes(), b"second");
         assert!(file.blob(&BlobRef { offset: 3, len: 9, crc: 0 }).is_none(), "past the end");
         let good = fs::read(&path).unwrap();
         // Flips in the blobs are found when one is loaded (its own CRC), not here; so is the

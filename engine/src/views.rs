@@ -91,8 +91,6 @@ mod histogram;
 
 pub use histogram::{BINS as HISTOGRAM_BINS, Histogram, bin_of as histogram_bin_of, bin_value as histogram_bin_value};
 
-use std::sync::{Mutex, OnceLock};
-
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -369,10 +367,7 @@ impl PartialEq for MinuteSlot {
 /// answers skip most of the views (their decode and the page faults of their hundreds of
 /// thousands of allocations). A background thread decodes the rest soon after the open
 /// (`Views::load_saved_day`), which lets the file go.
-struct Lazy<T: DayPart> {
-    value: OnceLock<T>,
-    saved: Mutex<Option<crate::saved::SavedBytes>>,
-}
+struct Lazy<T: DayPart>(crate::saved::Lazy<T>);
 
 /// What a [`Lazy`] can hold.
 trait DayPart: Serialize + serde::de::DeserializeOwned {
@@ -413,27 +408,24 @@ impl std::ops::DerefMut for Quarters {
 
 impl<T: DayPart> Lazy<T> {
     fn new(value: T) -> Lazy<T> {
-        Lazy { value: OnceLock::from(value), saved: Mutex::new(None) }
+        Lazy(crate::saved::Lazy::new(value))
     }
 
     /// The value, decoded from the saved state first if it still is there.
     fn get(&self) -> &T {
-        self.value.get_or_init(|| {
-            let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-            // The part holding it passed its CRC at the open, and we wrote it: a failure here is
-            // a bug in this file's encoding, not damage.
-            Lazy::<T>::decode(saved.expect("an undecoded part keeps its bytes").bytes()).expect("a saved part of a day decodes")
-        })
+        // The part holding it passed its CRC at the open, and we wrote it: a failure here is a
+        // bug in this file's encoding, not damage.
+        self.0.get_or_load(|b| Lazy::<T>::decode(b).expect("a saved part of a day decodes"))
     }
 
     fn get_mut(&mut self) -> &mut T {
         self.get();
-        self.value.get_mut().expect("decoded just above")
+        self.0.get_mut().expect("decoded just above")
     }
 
     /// The value, if decoded.
     fn loaded(&self) -> Option<&T> {
-        self.value.get()
+        self.0.loaded()
     }
 
     fn decode(b: &[u8]) -> Option<T> {
@@ -463,23 +455,14 @@ impl<T: DayPart + PartialEq> PartialEq for Lazy<T> {
 /// Saved as one byte string holding the bincode of the value, so a load can keep it undecoded.
 impl<T: DayPart> Serialize for Lazy<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        fn encode<S: serde::Serializer, T: Serialize>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-            let mut out = Vec::new();
-            crate::format::encode_saved(value, &mut out).map_err(serde::ser::Error::custom)?;
-            s.serialize_bytes(&out)
-        }
-        if let Some(value) = self.value.get() {
-            return encode(value, s);
-        }
-        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        match saved.as_ref() {
-            Some(b) => s.serialize_bytes(b.bytes()),
-            // Being decoded by another thread right now: wait for it.
-            None => {
-                drop(saved);
-                encode(self.get(), s)
+        self.0.with_saved(|saved| match saved {
+            Ok(value) => {
+                let mut out = Vec::new();
+                crate::format::encode_saved(value, &mut out).map_err(serde::ser::Error::custom)?;
+                s.serialize_bytes(&out)
             }
-        }
+            Err(bytes) => s.serialize_bytes(bytes),
+        })
     }
 }
 
@@ -493,7 +476,7 @@ impl<'de, T: DayPart> Deserialize<'de> for Lazy<T> {
             }
             fn visit_borrowed_bytes<E: serde::de::Error>(self, b: &'de [u8]) -> Result<Lazy<T>, E> {
                 match crate::saved::keep(b) {
-                    Some(saved) => Ok(Lazy { value: OnceLock::new(), saved: Mutex::new(Some(saved)) }),
+                    Some(saved) => Ok(Lazy(crate::saved::Lazy::saved(saved))),
                     None => self.visit_bytes(b),
                 }
             }
