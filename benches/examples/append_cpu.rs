@@ -56,11 +56,29 @@ fn main() {
     for b in batches.iter().cycle().take(rounds / 10) {
         e.append(b).expect("append");
     }
-    let (cpu, wall, fold) = (thread_cpu_ns(), Instant::now(), fold_cpu_ns());
-    for b in batches.iter().cycle().take(rounds) {
-        e.append(b).expect("append");
+    let fresh = std::env::var_os("TB_FRESH").is_some();
+    let (mut cpu, mut wall, fold) = (0, std::time::Duration::ZERO, fold_cpu_ns());
+    if fresh {
+        // Fresh batches from a 10M-event month, as the peers bench appends them: 10 000 generated
+        // (untimed), then appended in batches of BATCH (timed).
+        let mut w = Workload::new(42, (rounds * batch) as u64);
+        for _ in 0..rounds * batch / 10_000 {
+            let big = w.batch(10_000);
+            let (c, t) = (thread_cpu_ns(), Instant::now());
+            for b in big.chunks(batch) {
+                e.append(b).expect("append");
+            }
+            cpu += thread_cpu_ns() - c;
+            wall += t.elapsed();
+        }
+    } else {
+        let (c, t) = (thread_cpu_ns(), Instant::now());
+        for b in batches.iter().cycle().take(rounds) {
+            e.append(b).expect("append");
+        }
+        (cpu, wall) = (thread_cpu_ns() - c, t.elapsed());
     }
-    let (cpu, wall, fold) = (thread_cpu_ns() - cpu, wall.elapsed(), fold_cpu_ns() - fold);
+    let fold = fold_cpu_ns() - fold;
     let n = (rounds * batch) as f64;
     println!(
         "appender CPU {:.1} ns/event; fold thread CPU {:.1} ns/event (its waits for work included); wall {:.2} M events/s",

@@ -772,10 +772,10 @@ impl Engine {
         self.shared.durable.check_fenced()?;
         let outcome = {
             let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-            let (outcome, stored) = self.append_locked(&mut st, events)?;
+            let (outcome, stored, now) = self.append_locked(&mut st, events)?;
             // Handed over under the lock, so the views and subscribers get batches in sequence order.
             if !stored.is_empty() {
-                self.shared.fold.submit(&mut st.fold_queue, stored, outcome.last_seq);
+                self.shared.fold.submit(&mut st.fold_queue, stored, outcome.last_seq, now);
             }
             outcome
         };
@@ -785,7 +785,8 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn append_locked(&self, st: &mut State, events: &[NewEvent]) -> Result<(AppendOutcome, Vec<StoredEvent>)> {
+    /// Appends under the write lock; returns the outcome, the events stored and the clock's time.
+    fn append_locked(&self, st: &mut State, events: &[NewEvent]) -> Result<(AppendOutcome, Vec<StoredEvent>, i64)> {
         let opts = &self.shared.opts;
         let now = (opts.clock)();
         if now - st.live.header.created_ms >= opts.segment_age_max_ms && st.live.n_events > 0 {
@@ -831,7 +832,7 @@ impl Engine {
         let accepted = keep.iter().filter(|k| **k).count();
         if accepted == 0 {
             let last_seq = st.next_seq - 1;
-            return Ok((AppendOutcome { accepted: 0, duplicates, last_seq, first_seq: None }, Vec::new()));
+            return Ok((AppendOutcome { accepted: 0, duplicates, last_seq, first_seq: None }, Vec::new(), now));
         }
 
         let mut stored = Vec::with_capacity(accepted);
@@ -894,7 +895,7 @@ impl Engine {
         let last_seq = stored.last().map(|e| e.seq).unwrap_or(st.next_seq - 1);
         st.next_seq = last_seq + 1;
         self.shared.durable.written_seq.store(last_seq, Ordering::Release);
-        Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq }, stored))
+        Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq }, stored, now))
     }
 
     /// Encodes the kept events into `st.buf` for the live segment, filling `stored`.

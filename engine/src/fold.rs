@@ -1,17 +1,24 @@
 //! The views and the live segment's bitmaps, folded on a thread of their own. A large append
 //! hands its stored events to that thread and returns, so the caller's next batch is interned,
 //! encoded and written while this one is added to the views and the bitmaps; the two cores share
-//! the work. Small appends (a single event, say) are folded by the appender itself, since waking
-//! a thread would cost more than the fold.
+//! the work.
 //!
-//! Order is kept: batches are folded in sequence order, an inline fold first waits for the queue
-//! to drain, and subscribers get each batch from whoever folded it, right after the fold.
+//! Small appends (a single event, say) are too small to hand over one by one: waking the thread
+//! would cost more than the fold. While the thread sleeps they are folded by the appender itself.
+//! While it is awake (it stays awake a moment after each batch), or once small appends come
+//! densely, their events are left pending (`Fold::pending`): they go to the thread as one batch
+//! when enough have gathered, or when the next large batch is handed over; the thread folds what
+//! is left when it runs out of work, and a reader folds it first if it comes sooner.
 //!
-//! Readers never see views or bitmaps behind the log: every read first waits until they hold
+//! Order is kept: batches are folded in sequence order. Whoever folds pending events (the
+//! thread, a reader, an appender) first waits until everything handed over before them is
+//! folded; subscribers get each batch from whoever folded it, right after the fold.
+//!
+//! Readers never see views or bitmaps behind the log: every read first makes sure they hold
 //! every event written before it took the state lock (`Fold::read_through`). Other writers
-//! (retention, a segment roll, saving the state at close) wait the same way. While a reader
-//! reads, the fold thread is idle: it only folds what appenders handed over, a reader waited for
-//! all of that, and no append can hand over more while the reader holds the state lock.
+//! (retention, a segment roll, saving the state at close) do the same. While a reader reads, the
+//! fold thread is idle: it only folds what appenders handed over, a reader waited for all of
+//! that, and no append can hand over more while the reader holds the state lock.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,8 +31,14 @@ use crate::index::SegmentIndex;
 use crate::segment::Segment;
 use crate::views::{Sign, Views};
 
-/// Batches at least this large are folded on the fold thread; smaller ones inline.
+/// Batches at least this large are folded on the fold thread; smaller ones gather in `pending`
+/// (or are folded inline while the thread sleeps), and go to the thread once this many gathered.
 const ASYNC_MIN_EVENTS: usize = 128;
+
+/// Small appends of this many events within one millisecond of the engine's clock wake the
+/// sleeping fold thread, so that the following ones are left pending for it; sparser ones fold
+/// inline (a wake costs more than many inline folds).
+const DENSE_EVENTS: usize = 64;
 
 /// Batches, and events, handed to the fold thread and not yet folded before an appender waits:
 /// bounds the memory in flight (about 5 MB of events) and how far the views can fall behind (a
@@ -42,16 +55,16 @@ const QUEUE_EVENTS: usize = 32 * 1024;
 /// its core to any other runnable thread.
 const STAY_AWAKE: Duration = Duration::from_micros(500);
 
-fn next_batch<T>(rx: &Receiver<T>) -> Option<T> {
-    let since = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(batch) => return Some(batch),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if since.elapsed() < STAY_AWAKE => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => return rx.recv().ok(),
-        }
-    }
+/// A batch for the fold thread: its events and the last sequence number. An empty one only wakes
+/// the thread for the events pending.
+type Batch = (Vec<StoredEvent>, u64);
+
+/// Events of small appends not yet handed to the views (see the module's notes).
+#[derive(Default)]
+struct Pending {
+    events: Vec<StoredEvent>,
+    /// The last sequence number handed over before the first of them: they fold after it.
+    after: u64,
 }
 
 /// What the fold keeps up to date.
@@ -91,17 +104,24 @@ pub(crate) struct Fold {
     /// instead of hanging.
     failed: AtomicBool,
     subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
+    /// Small appends' events, in sequence order, after every batch handed over before them.
+    pending: Mutex<Pending>,
+    /// Set while the fold thread sleeps for the next batch.
+    asleep: AtomicBool,
 }
 
 /// The appenders' end: held inside the engine's state, so it is used under the write lock.
 pub(crate) struct FoldQueue {
-    tx: SyncSender<(Vec<StoredEvent>, u64)>,
-    /// The last sequence number handed to the views, inline or queued.
+    tx: SyncSender<Batch>,
+    /// The last sequence number handed to the views: folded inline, queued or pending.
     pub(crate) through: u64,
     /// The batches handed to the fold thread that may not be folded yet: last sequence number
     /// and events, oldest first; and their events in all.
     in_flight: std::collections::VecDeque<(u64, usize)>,
     in_flight_events: usize,
+    /// Small appends' events folded inline in the engine clock's millisecond `dense_ms`.
+    dense_ms: i64,
+    dense_events: usize,
 }
 
 impl Fold {
@@ -116,18 +136,90 @@ impl Fold {
             waiters: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
+            asleep: AtomicBool::new(false),
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
         let worker = fold.clone();
         std::thread::Builder::new().name("tokenboard-fold".into()).spawn(move || worker.run(rx))?;
-        Ok((fold, FoldQueue { tx, through: last_seq, in_flight: Default::default(), in_flight_events: 0 }))
+        let queue = FoldQueue { tx, through: last_seq, in_flight: Default::default(), in_flight_events: 0, dense_ms: i64::MIN, dense_events: 0 };
+        Ok((fold, queue))
     }
 
-    /// The fold thread: ends when the queue's sender (the engine's state) is dropped.
-    fn run(&self, rx: Receiver<(Vec<StoredEvent>, u64)>) {
-        while let Some((batch, last_seq)) = next_batch(&rx) {
-            if self.fold(batch, last_seq).is_err() {
+    /// The fold thread: ends when the queue's sender (the engine's state) is dropped, or after a
+    /// fold panicked.
+    fn run(&self, rx: Receiver<Batch>) {
+        while let Some((batch, last_seq)) = self.next_batch(&rx) {
+            if !batch.is_empty() && self.fold(batch, last_seq).is_err() {
                 return;
+            }
+        }
+    }
+
+    /// The next batch for the fold thread. It stays awake for `STAY_AWAKE` after the last one;
+    /// then it folds the events pending and sleeps until the next batch. `None` once the
+    /// queue's sender is gone or a fold panicked.
+    fn next_batch(&self, rx: &Receiver<Batch>) -> Option<Batch> {
+        let mut since = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(batch) => return Some(batch),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) if since.elapsed() < STAY_AWAKE => std::thread::yield_now(),
+                Err(TryRecvError::Empty) => {
+                    if !self.fold_pending_on_thread(rx) {
+                        return None;
+                    }
+                    // SeqCst with `submit`: either an appender that leaves events pending sees
+                    // this flag and wakes the thread, or the thread sees its events here.
+                    self.asleep.store(true, Ordering::SeqCst);
+                    if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).events.is_empty() {
+                        self.asleep.store(false, Ordering::SeqCst);
+                        since = Instant::now();
+                        continue;
+                    }
+                    let batch = rx.recv().ok();
+                    self.asleep.store(false, Ordering::SeqCst);
+                    return batch;
+                }
+            }
+        }
+    }
+
+    /// Takes the events pending, if any.
+    fn take_pending(&self) -> Option<Pending> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        (!p.events.is_empty()).then(|| std::mem::take(&mut *p))
+    }
+
+    /// On the fold thread: folds the events pending, after the batches handed over before them
+    /// (an appender may have queued one after the thread last looked). False if a fold panicked.
+    fn fold_pending_on_thread(&self, rx: &Receiver<Batch>) -> bool {
+        let Some(p) = self.take_pending() else { return true };
+        while self.applied.load(Ordering::Acquire) <= p.after {
+            match rx.recv() {
+                Ok((batch, last_seq)) if !batch.is_empty() => {
+                    if self.fold(batch, last_seq).is_err() {
+                        return false;
+                    }
+                }
+                Ok(_) => {}
+                // Cannot happen: the batches before the pending events were sent before them.
+                Err(_) => return false,
+            }
+        }
+        let last_seq = p.events.last().expect("pending events").seq;
+        self.fold(p.events, last_seq).is_ok()
+    }
+
+    /// Off the fold thread (a reader, a writer): folds the events pending here, after everything
+    /// handed over before them.
+    fn fold_pending_here(&self) {
+        if let Some(p) = self.take_pending() {
+            self.wait_for(p.after);
+            let last_seq = p.events.last().expect("pending events").seq;
+            if let Err(panic) = self.fold(p.events, last_seq) {
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -175,36 +267,78 @@ impl Fold {
         self.publish(batch);
     }
 
-    /// Folds `batch` (the events after `queue.through`, through `last_seq`), on the fold thread if
-    /// it is large, else here. The caller holds the engine's write lock.
-    pub(crate) fn submit(&self, queue: &mut FoldQueue, batch: Vec<StoredEvent>, last_seq: u64) {
+    /// Hands `batch` (the events after `queue.through`, through `last_seq`) to the views: to the
+    /// fold thread if it is large; else pending, or folded here while the thread sleeps (see the
+    /// module's notes). `now_ms` is the engine's clock. The caller holds the engine's write lock.
+    pub(crate) fn submit(&self, queue: &mut FoldQueue, batch: Vec<StoredEvent>, last_seq: u64, now_ms: i64) {
         if batch.len() >= ASYNC_MIN_EVENTS {
-            // Forget the batches folded already; then wait for the oldest while this one would
-            // take the events in flight past the bound (a batch larger than it goes alone).
-            let applied = self.applied.load(Ordering::Acquire);
-            while let Some(&(last, n)) = queue.in_flight.front() {
-                if last >= applied && queue.in_flight_events + batch.len() <= QUEUE_EVENTS {
-                    break;
-                }
-                self.wait_for(last);
-                queue.in_flight.pop_front();
-                queue.in_flight_events -= n;
+            if let Some(p) = self.take_pending() {
+                let last = p.events.last().expect("pending events").seq;
+                self.send(queue, p.events, last);
             }
-            let n = batch.len();
-            if queue.tx.send((batch, last_seq)).is_err() {
-                self.wait_for(u64::MAX); // the thread is gone: only after a panic, which this reports
-            }
-            queue.in_flight.push_back((last_seq, n));
-            queue.in_flight_events += n;
-        } else {
-            self.wait_for(queue.through);
+            self.send(queue, batch, last_seq);
+        } else if self.asleep.load(Ordering::SeqCst) && !self.dense(queue, batch.len(), now_ms) {
+            // The thread sleeps: fold here, after whatever is pending or still queued.
+            let (mut events, after) = match self.take_pending() {
+                Some(p) => (p.events, p.after),
+                None => (Vec::new(), queue.through),
+            };
+            events.extend(batch);
+            self.wait_for(after);
             queue.in_flight.clear();
             queue.in_flight_events = 0;
-            if let Err(panic) = self.fold(batch, last_seq) {
+            if let Err(panic) = self.fold(events, last_seq) {
                 std::panic::resume_unwind(panic);
+            }
+        } else {
+            let full = {
+                let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if p.events.is_empty() {
+                    p.after = queue.through;
+                }
+                p.events.extend(batch);
+                (p.events.len() >= ASYNC_MIN_EVENTS).then(|| std::mem::take(&mut *p))
+            };
+            if let Some(p) = full {
+                self.send(queue, p.events, last_seq);
+            } else if self.asleep.load(Ordering::SeqCst) {
+                // Wake the thread: it folds these once it runs out of batches. If the queue is
+                // full it is awake anyway.
+                let _ = queue.tx.try_send((Vec::new(), 0));
             }
         }
         queue.through = last_seq;
+    }
+
+    /// Whether small appends come densely: `n` more events in the clock's millisecond `now_ms`.
+    fn dense(&self, queue: &mut FoldQueue, n: usize, now_ms: i64) -> bool {
+        if queue.dense_ms != now_ms {
+            queue.dense_ms = now_ms;
+            queue.dense_events = 0;
+        }
+        queue.dense_events += n;
+        queue.dense_events >= DENSE_EVENTS
+    }
+
+    /// Queues a batch for the fold thread, first waiting for the oldest queued ones while it
+    /// would take the events in flight past the bound (a batch larger than it goes alone).
+    fn send(&self, queue: &mut FoldQueue, batch: Vec<StoredEvent>, last_seq: u64) {
+        // Forget the batches folded already.
+        let applied = self.applied.load(Ordering::Acquire);
+        while let Some(&(last, n)) = queue.in_flight.front() {
+            if last >= applied && queue.in_flight_events + batch.len() <= QUEUE_EVENTS {
+                break;
+            }
+            self.wait_for(last);
+            queue.in_flight.pop_front();
+            queue.in_flight_events -= n;
+        }
+        let n = batch.len();
+        if queue.tx.send((batch, last_seq)).is_err() {
+            self.wait_for(u64::MAX); // the thread is gone: only after a panic, which this reports
+        }
+        queue.in_flight.push_back((last_seq, n));
+        queue.in_flight_events += n;
     }
 
     /// Blocks until every event through `seq` is in the views.
@@ -227,15 +361,25 @@ impl Fold {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Makes sure every event handed over through `queue.through` is folded: the events pending
+    /// are folded here if the thread has not taken them. The caller holds the engine's state
+    /// lock, so no append adds to them meanwhile.
+    fn fold_through(&self, queue: &FoldQueue) {
+        if self.applied.load(Ordering::Acquire) <= queue.through {
+            self.fold_pending_here();
+            self.wait_for(queue.through);
+        }
+    }
+
     /// The views and live bitmaps, holding every event handed over through `queue.through`.
     pub(crate) fn read_through(&self, queue: &FoldQueue) -> RwLockReadGuard<'_, Folded> {
-        self.wait_for(queue.through);
+        self.fold_through(queue);
         self.folded.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The same for a change other than an append; the caller holds the engine's write lock.
     pub(crate) fn write_through(&self, queue: &FoldQueue) -> RwLockWriteGuard<'_, Folded> {
-        self.wait_for(queue.through);
+        self.fold_through(queue);
         self.folded.write().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -6,7 +6,11 @@ mod common;
 use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokenboard_engine::{Dim, Engine, LogFilter, StatusFilter, StoredEvent};
+use tokenboard_engine::{Dim, Engine, LogFilter, StatusFilter, StoredEvent, TimeRange};
+
+fn everything() -> TimeRange {
+    TimeRange { from_ms: i64::MIN / 4, to_ms: i64::MAX / 4 }
+}
 
 fn page_all(engine: &Engine, filter: &LogFilter, page: usize) -> Vec<u64> {
     let mut out = Vec::new();
@@ -87,6 +91,21 @@ fn every_filter_matches_a_naive_scan() {
     assert_eq!(engine.with_interner(|i| i.resolve(page.events[0].dim(Dim::Method)).to_string()), "POST");
 }
 
+/// The newest sequence number, through a read (which folds what is pending).
+fn calls_read(engine: &Engine) -> u64 {
+    engine.summary(everything()).agg.calls
+}
+
+/// Waits for the next `n` events a subscriber gets (in however many batches), by sequence number.
+fn next_seqs(rx: &std::sync::mpsc::Receiver<std::sync::Arc<[StoredEvent]>>, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        let batch = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("every event is published");
+        seqs.extend(batch.iter().map(|e| e.seq));
+    }
+    seqs
+}
+
 #[test]
 fn subscribers_see_new_events_and_slow_ones_are_dropped() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,20 +117,53 @@ fn subscribers_see_new_events_and_slow_ones_are_dropped() {
     let slow = engine.subscribe();
     let sent = events(3, 10, T0, 1);
     engine.append(&sent[..4]).unwrap();
-    let got = rx.recv().unwrap();
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(next_seqs(&rx, 4), vec![1, 2, 3, 4]);
     engine.append(&sent[4..5]).unwrap();
     engine.append(&sent[5..6]).unwrap();
-    assert_eq!(rx.recv().unwrap()[0].seq, 5);
-    assert_eq!(rx.recv().unwrap()[0].seq, 6);
-    // `slow` read nothing: its queue of 2 is full, so the next batch drops it.
-    engine.append(&sent[6..7]).unwrap();
-    assert_eq!(rx.recv().unwrap()[0].seq, 7);
+    assert_eq!(next_seqs(&rx, 2), vec![5, 6]);
+    // `slow` reads nothing: once its queue of 2 batches is full, the next batch drops it.
+    for ev in &sent[6..] {
+        engine.append(std::slice::from_ref(ev)).unwrap();
+        assert_eq!(next_seqs(&rx, 1), vec![calls_read(&engine)]);
+    }
     let mut n = 0;
     while slow.recv().is_ok() {
         n += 1;
     }
     assert_eq!(n, 2, "the slow subscriber got what fit, then its channel closed");
+}
+
+/// Single-event appends that come densely are left pending for the fold thread: every read
+/// still sees them all, and subscribers get them all, in order, with nothing else happening.
+#[test]
+fn dense_single_appends_are_read_and_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0); // frozen: every append falls in one millisecond
+    let mut o = options(dir.path(), &clock);
+    o.subscriber_queue_max = 100_000;
+    let (engine, _) = Engine::open(o).unwrap();
+    let rx = engine.subscribe();
+    let sent = events(11, 3000, T0, 1);
+    for (i, ev) in sent[..300].iter().enumerate() {
+        engine.append(std::slice::from_ref(ev)).unwrap();
+        assert_eq!(engine.summary(everything()).agg.calls, i as u64 + 1, "a read sees every append before it");
+    }
+    for ev in &sent[300..] {
+        engine.append(std::slice::from_ref(ev)).unwrap();
+    }
+    // No read now: the fold thread publishes what is pending once it runs out of batches.
+    let mut seqs = Vec::new();
+    let mut largest = 0;
+    while seqs.len() < sent.len() {
+        let batch = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("every event is published");
+        largest = largest.max(batch.len());
+        seqs.extend(batch.iter().map(|e| e.seq));
+    }
+    assert_eq!(seqs, (1..=sent.len() as u64).collect::<Vec<_>>());
+    assert!(largest > 1, "single appends were gathered into larger batches");
+    assert_eq!(engine.summary(everything()).agg.calls, sent.len() as u64);
+    let page = engine.logs(&LogFilter::default(), None, 10);
+    assert_eq!(page.events[0].seq, sent.len() as u64);
 }
 
 /// More than one roaring container per segment: the index folds its buffer into bitmaps, and

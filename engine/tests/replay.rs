@@ -10,6 +10,9 @@ use tokenboard_engine::{Dim, Engine, EngineOptions, Group, LogFilter, NewEvent, 
 #[derive(Clone, Debug)]
 enum Op {
     Append(Vec<NewEvent>),
+    /// The events appended one at a time, with no read in between: dense enough to leave them
+    /// pending for the fold thread (see `fold`).
+    Singles(Vec<NewEvent>),
     /// Close cleanly (or not) and open again.
     Reopen { clean: bool },
 }
@@ -58,6 +61,7 @@ fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
             // itself; from there on the fold thread does.
             5 => prop::collection::vec(arb_event(), 1..120).prop_map(Op::Append),
             2 => prop::collection::vec(arb_event(), 128..400).prop_map(Op::Append),
+            1 => prop::collection::vec(arb_event(), 60..300).prop_map(Op::Singles),
             1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         ],
         1..16,
@@ -109,6 +113,19 @@ proptest! {
                     prop_assert_eq!(out.accepted, accepted);
                     prop_assert_eq!(out.duplicates, batch.len() - accepted);
                     // A read right after an append sees it, wherever it was folded.
+                    let all = TimeRange { from_ms: i64::MIN / 4, to_ms: i64::MAX / 4 };
+                    prop_assert_eq!(engine.summary(all).agg.calls, model.len() as u64);
+                    clock.advance(1000);
+                }
+                Op::Singles(events) => {
+                    for ev in &events {
+                        let new = ev.event_id.as_ref().is_none_or(|id| ids.insert(id.clone()));
+                        if new {
+                            model.push(ev.clone());
+                        }
+                        let out = engine.append(std::slice::from_ref(ev)).unwrap();
+                        prop_assert_eq!(out.accepted, usize::from(new));
+                    }
                     let all = TimeRange { from_ms: i64::MIN / 4, to_ms: i64::MAX / 4 };
                     prop_assert_eq!(engine.summary(all).agg.calls, model.len() as u64);
                     clock.advance(1000);
