@@ -28,7 +28,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, NewEvent, StoredEvent, Sym};
-use crate::fold::{Fold, FoldQueue, Folded};
+use crate::fold::{self, Fold, FoldQueue, Folded};
 use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES};
 use crate::index::{self, LogFilter};
 use crate::interner::{Interner, STRINGS_MAX};
@@ -331,9 +331,21 @@ struct State {
     next_seq: u64,
     /// Reused encode buffer.
     buf: Vec<u8>,
+    /// Reused per-event buffers of an append: the symbols of each event, or `None` for a
+    /// duplicate; and the stored events of a small batch (a large one hands its own vector over).
+    dims_scratch: Vec<Option<[Sym; Dim::COUNT]>>,
+    stored_scratch: Vec<StoredEvent>,
 }
 
 impl State {
+    /// Keeps an append's emptied symbol buffer for the next one, unless a huge batch grew it.
+    fn keep_dims_scratch(&mut self, mut dims: Vec<Option<[Sym; Dim::COUNT]>>) {
+        if dims.capacity() <= 4096 {
+            dims.clear();
+            self.dims_scratch = dims;
+        }
+    }
+
     fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
         self.sealed.iter().map(|s| &**s).chain(std::iter::once(&self.live))
     }
@@ -695,6 +707,8 @@ impl Engine {
             rollups,
             next_seq,
             buf: Vec::new(),
+            dims_scratch: Vec::new(),
+            stored_scratch: Vec::new(),
         };
         let durable = Arc::new(Durable {
             sync: Mutex::new(SyncState { durable_seq: last_seq, syncing: false, file: live_file, path }),
@@ -772,10 +786,15 @@ impl Engine {
         self.shared.durable.check_fenced()?;
         let outcome = {
             let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-            let (outcome, stored, now) = self.append_locked(&mut st, events)?;
+            let (outcome, mut stored, now) = self.append_locked(&mut st, events)?;
             // Handed over under the lock, so the views and subscribers get batches in sequence order.
             if !stored.is_empty() {
-                self.shared.fold.submit(&mut st.fold_queue, stored, outcome.last_seq, now);
+                self.shared.fold.submit(&mut st.fold_queue, &mut stored, outcome.last_seq, now);
+            }
+            // A small batch's vector comes back emptied, for the next one.
+            if stored.capacity() != 0 && stored.capacity() < fold::ASYNC_MIN_EVENTS {
+                stored.clear();
+                st.stored_scratch = stored;
             }
             outcome
         };
@@ -793,12 +812,11 @@ impl Engine {
             self.roll(st, now)?;
         }
         // Intern and deduplicate first; neither touches the disk.
-        let mut dims_of: Vec<[Sym; Dim::COUNT]> = Vec::with_capacity(events.len());
-        let mut keep: Vec<bool> = Vec::with_capacity(events.len());
+        let mut dims_of = std::mem::take(&mut st.dims_scratch);
+        dims_of.clear();
         let mut batch_ids: rustc_hash::FxHashSet<u128> = Default::default();
         let mut duplicates = 0;
-        let mut previous: Option<&NewEvent> = None;
-        let mut prev_index = 0;
+        let mut previous: Option<(&NewEvent, [Sym; Dim::COUNT])> = None;
         for ev in events {
             let is_new = match &ev.event_id {
                 Some(id) => {
@@ -807,42 +825,73 @@ impl Engine {
                 }
                 None => true,
             };
-            duplicates += usize::from(!is_new);
-            keep.push(is_new);
-            let mut dims = [Sym::EMPTY; Dim::COUNT];
-            if is_new {
-                // The key first, then the other dimensions in order: the order in which a segment's
-                // dictionary defines them, so a rebuild interns every string to the same symbol.
-                for i in KEY_FIRST_ORDER {
-                    let value = ev.dims[i].as_str();
-                    dims[i] = if value.is_empty() {
-                        Sym::EMPTY
-                    } else if previous.is_some_and(|p| p.dims[i] == value) {
-                        // Neighbours in a batch often share a value: skip the hash lookup.
-                        dims_of[prev_index][i]
-                    } else {
-                        st.interner.intern(value).ok_or_else(|| Error::InternerFull { max: STRINGS_MAX })?
-                    };
-                }
-                previous = Some(ev);
-                prev_index = dims_of.len();
+            if !is_new {
+                duplicates += 1;
+                dims_of.push(None);
+                continue;
             }
-            dims_of.push(dims);
+            let mut dims = [Sym::EMPTY; Dim::COUNT];
+            // The key first, then the other dimensions in order: the order in which a segment's
+            // dictionary defines them, so a rebuild interns every string to the same symbol.
+            for i in KEY_FIRST_ORDER {
+                let value = ev.dims[i].as_str();
+                dims[i] = if value.is_empty() {
+                    Sym::EMPTY
+                } else if let Some((p, p_dims)) = &previous
+                    && p.dims[i] == value
+                {
+                    // Neighbours in a batch often share a value: skip the hash lookup.
+                    p_dims[i]
+                } else {
+                    match st.interner.intern(value) {
+                        Some(sym) => sym,
+                        None => {
+                            st.keep_dims_scratch(dims_of);
+                            return Err(Error::InternerFull { max: STRINGS_MAX });
+                        }
+                    }
+                };
+            }
+            previous = Some((ev, dims));
+            dims_of.push(Some(dims));
         }
-        let accepted = keep.iter().filter(|k| **k).count();
+        let accepted = events.len() - duplicates;
         if accepted == 0 {
+            st.keep_dims_scratch(dims_of);
             let last_seq = st.next_seq - 1;
             return Ok((AppendOutcome { accepted: 0, duplicates, last_seq, first_seq: None }, Vec::new(), now));
         }
 
-        let mut stored = Vec::with_capacity(accepted);
+        // A large batch's events go to the fold thread in a vector of their own; a small one's
+        // are copied out of a reused one.
+        let small = accepted < fold::ASYNC_MIN_EVENTS;
+        let mut stored = if small { std::mem::take(&mut st.stored_scratch) } else { Vec::with_capacity(accepted) };
+        let result = self.write_batch(st, events, &dims_of, now, &mut stored);
+        st.keep_dims_scratch(dims_of);
+        let (first_seq, last_seq) = match result {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                if small {
+                    stored.clear();
+                    st.stored_scratch = stored;
+                }
+                return Err(e);
+            }
+        };
+        Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq: Some(first_seq) }, stored, now))
+    }
+
+    /// Encodes and writes the batch's new events (`dims_of` holds their symbols, `None` for a
+    /// duplicate), filling `stored`; returns the first and last sequence numbers.
+    fn write_batch(&self, st: &mut State, events: &[NewEvent], dims_of: &[Option<[Sym; Dim::COUNT]>], now: i64, stored: &mut Vec<StoredEvent>) -> Result<(u64, u64)> {
+        let opts = &self.shared.opts;
         let mut attempt = 0;
         let (mut n_strings, mut n_shapes);
         loop {
             n_strings = st.live.dict.strings.len();
             n_shapes = st.live.dict.shapes.len();
             stored.clear();
-            self.encode_batch(st, events, &dims_of, &keep, now, &mut stored);
+            self.encode_batch(st, events, dims_of, now, stored);
             let capacity = st.live.file_len.min(opts.segment_bytes_max.max(st.live.committed_len));
             let fits = st.live.committed_len + st.buf.len() as u64 <= capacity;
             if fits {
@@ -850,7 +899,7 @@ impl Engine {
             }
             st.live.dict.truncate(n_strings, n_shapes);
             if attempt > 0 || st.live.n_events == 0 {
-                return Err(Error::BatchTooLarge { events: accepted, bytes: st.buf.len(), max: (opts.segment_bytes_max as usize).saturating_sub(SEGMENT_HEADER_BYTES) });
+                return Err(Error::BatchTooLarge { events: stored.len(), bytes: st.buf.len(), max: (opts.segment_bytes_max as usize).saturating_sub(SEGMENT_HEADER_BYTES) });
             }
             self.roll(st, now)?;
             attempt += 1;
@@ -886,32 +935,29 @@ impl Engine {
         }
         st.live.committed_len += st.buf.len() as u64;
         st.live.bytes_used = st.live.committed_len;
-        for ev in &stored {
+        for ev in stored.iter() {
             if let Some(id) = &ev.event_id {
                 st.dedup.seen.insert(Dedup::hash(id), ev.seq);
             }
         }
-        let first_seq = stored.first().map(|e| e.seq);
-        let last_seq = stored.last().map(|e| e.seq).unwrap_or(st.next_seq - 1);
+        let first_seq = stored.first().expect("a new event").seq;
+        let last_seq = stored.last().expect("a new event").seq;
         st.next_seq = last_seq + 1;
         self.shared.durable.written_seq.store(last_seq, Ordering::Release);
-        Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq }, stored, now))
+        Ok((first_seq, last_seq))
     }
 
     /// Encodes the kept events into `st.buf` for the live segment, filling `stored`.
-    fn encode_batch(&self, st: &mut State, events: &[NewEvent], dims_of: &[[Sym; Dim::COUNT]], keep: &[bool], now: i64, stored: &mut Vec<StoredEvent>) {
+    fn encode_batch(&self, st: &mut State, events: &[NewEvent], dims_of: &[Option<[Sym; Dim::COUNT]>], now: i64, stored: &mut Vec<StoredEvent>) {
         let opts = &self.shared.opts;
         let State { live, interner, buf, next_seq, .. } = st;
         buf.clear();
         let header = live.header;
         let mut seq = *next_seq;
-        let mut last_event_frame = None;
+        let last_new = dims_of.iter().rposition(Option::is_some);
         let mut dict_payloads = Vec::new();
         for (i, ev) in events.iter().enumerate() {
-            if !keep[i] {
-                continue;
-            }
-            let dims = &dims_of[i];
+            let Some(dims) = &dims_of[i] else { continue };
             let max_ts = now.saturating_add(opts.future_skew_max_ms);
             let (ts_ms, clamped) = if ev.ts_ms > max_ts { (max_ts, true) } else { (ev.ts_ms, false) };
             let shape = Shape::of(dims, ev, clamped);
@@ -925,8 +971,9 @@ impl Engine {
                     format::write_frame(buf, header.salt, KIND_DICT, seq_delta, p);
                 }
             }
-            last_event_frame = Some(buf.len());
-            format::write_frame_with(buf, header.salt, KIND_EVENT, seq_delta, |out| segment::encode_event(&header, shape_id, key_id, ts_ms, ev, out));
+            // The batch's last frame is its last event's: it carries the batch-end flag.
+            let kind = if Some(i) == last_new { KIND_EVENT | format::KIND_FLAG_BATCH_END } else { KIND_EVENT };
+            format::write_frame_with(buf, header.salt, kind, seq_delta, |out| segment::encode_event(&header, shape_id, key_id, ts_ms, ev, out));
             stored.push(StoredEvent {
                 seq,
                 ts_ms,
@@ -944,10 +991,6 @@ impl Engine {
                 error_message: ev.error_message.as_deref().map(Box::from),
             });
             seq += 1;
-        }
-        if let Some(at) = last_event_frame {
-            let end = at + format::FrameHeader::read(&buf[at..]).frame_bytes();
-            format::set_batch_end(&mut buf[at..end], header.salt);
         }
     }
 

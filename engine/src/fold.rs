@@ -33,7 +33,7 @@ use crate::views::{Sign, Views};
 
 /// Batches at least this large are folded on the fold thread; smaller ones gather in `pending`
 /// (or are folded inline while the thread sleeps), and go to the thread once this many gathered.
-const ASYNC_MIN_EVENTS: usize = 128;
+pub(crate) const ASYNC_MIN_EVENTS: usize = 128;
 
 /// Small appends of this many events within one millisecond of the engine's clock wake the
 /// sleeping fold thread, so that the following ones are left pending for it; sparser ones fold
@@ -269,21 +269,24 @@ impl Fold {
 
     /// Hands `batch` (the events after `queue.through`, through `last_seq`) to the views: to the
     /// fold thread if it is large; else pending, or folded here while the thread sleeps (see the
-    /// module's notes). `now_ms` is the engine's clock. The caller holds the engine's write lock.
-    pub(crate) fn submit(&self, queue: &mut FoldQueue, batch: Vec<StoredEvent>, last_seq: u64, now_ms: i64) {
+    /// module's notes). A small batch's vector is left empty for reuse. `now_ms` is the engine's
+    /// clock. The caller holds the engine's write lock.
+    pub(crate) fn submit(&self, queue: &mut FoldQueue, batch: &mut Vec<StoredEvent>, last_seq: u64, now_ms: i64) {
         if batch.len() >= ASYNC_MIN_EVENTS {
             if let Some(p) = self.take_pending() {
                 let last = p.events.last().expect("pending events").seq;
                 self.send(queue, p.events, last);
             }
-            self.send(queue, batch, last_seq);
+            self.send(queue, std::mem::take(batch), last_seq);
         } else if self.asleep.load(Ordering::SeqCst) && !self.dense(queue, batch.len(), now_ms) {
             // The thread sleeps: fold here, after whatever is pending or still queued.
-            let (mut events, after) = match self.take_pending() {
-                Some(p) => (p.events, p.after),
-                None => (Vec::new(), queue.through),
+            let (events, after) = match self.take_pending() {
+                Some(mut p) => {
+                    p.events.append(batch);
+                    (p.events, p.after)
+                }
+                None => (std::mem::take(batch), queue.through),
             };
-            events.extend(batch);
             self.wait_for(after);
             queue.in_flight.clear();
             queue.in_flight_events = 0;
@@ -296,7 +299,7 @@ impl Fold {
                 if p.events.is_empty() {
                     p.after = queue.through;
                 }
-                p.events.extend(batch);
+                p.events.append(batch);
                 (p.events.len() >= ASYNC_MIN_EVENTS).then(|| std::mem::take(&mut *p))
             };
             if let Some(p) = full {
