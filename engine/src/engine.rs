@@ -865,7 +865,7 @@ impl Engine {
         // A large batch's events go to the fold thread in a vector of their own; a small one's
         // are copied out of a reused one.
         let small = accepted < fold::ASYNC_MIN_EVENTS;
-        let mut stored = if small { std::mem::take(&mut st.stored_scratch) } else { Vec::with_capacity(accepted) };
+        let mut stored = if small { std::mem::take(&mut st.stored_scratch) } else { self.shared.fold.batch_vec(accepted) };
         let result = self.write_batch(st, events, &dims_of, now, &mut stored);
         st.keep_dims_scratch(dims_of);
         let (first_seq, last_seq) = match result {
