@@ -792,7 +792,7 @@ impl Engine {
                 self.shared.fold.submit(&mut st.fold_queue, &mut stored, outcome.last_seq, now);
             }
             // A small batch's vector comes back emptied, for the next one.
-            if stored.capacity() != 0 && stored.capacity() < fold::ASYNC_MIN_EVENTS {
+            if stored.capacity() != 0 && stored.capacity() <= 2 * fold::ASYNC_MIN_EVENTS {
                 stored.clear();
                 st.stored_scratch = stored;
             }
@@ -862,8 +862,8 @@ impl Engine {
             return Ok((AppendOutcome { accepted: 0, duplicates, last_seq, first_seq: None }, Vec::new(), now));
         }
 
-        // A large batch's events go to the fold thread in a vector of their own; a small one's
-        // are copied out of a reused one.
+        // A large batch's events go to the fold thread in a vector of their own (a recycled
+        // one: `Fold::batch_vec`); a small one's are moved out of a reused one.
         let small = accepted < fold::ASYNC_MIN_EVENTS;
         let mut stored = if small { std::mem::take(&mut st.stored_scratch) } else { self.shared.fold.batch_vec(accepted) };
         let result = self.write_batch(st, events, &dims_of, now, &mut stored);
@@ -1042,8 +1042,9 @@ impl Engine {
         self.shared.durable.sync.lock().unwrap_or_else(|e| e.into_inner()).durable_seq
     }
 
-    /// New events, in batches, in sequence order, once they are in the views (a large batch may
-    /// come a moment after its `append` returned).
+    /// New events, in batches, in sequence order, once they are in the views. An append's events
+    /// may come a moment after it returned (at most about a millisecond once appends stop), and
+    /// small appends' events may come merged into one batch.
     pub fn subscribe(&self) -> Receiver<Arc<[StoredEvent]>> {
         self.shared.fold.subscribe(self.shared.opts.subscriber_queue_max)
     }

@@ -40,7 +40,8 @@ pub(crate) const ASYNC_MIN_EVENTS: usize = 128;
 /// inline (a wake costs more than many inline folds).
 const DENSE_EVENTS: usize = 64;
 
-/// Batches, and events, handed to the fold thread and not yet folded before an appender waits:
+/// Batches, and events, handed to the fold thread and not yet folded before an appender waits
+/// (the empty batches that only wake the thread take channel slots too, but are few):
 /// bounds the memory in flight (about 5 MB of events) and how far the views can fall behind (a
 /// reader waits for them). Deep enough to ride out a burst of the fold (the hour it freezes when
 /// an event starts the next one, a bitmap container it compacts) or a stretch of the kernel's
@@ -110,7 +111,8 @@ pub(crate) struct Fold {
     subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
     /// Small appends' events, in sequence order, after every batch handed over before them.
     pending: Mutex<Pending>,
-    /// Set while the fold thread sleeps for the next batch.
+    /// Set while the fold thread sleeps for the next batch (and a moment before, while it checks
+    /// for events pending).
     asleep: AtomicBool,
     /// Emptied batch vectors, for the next batches (see `recycle`).
     spare: Mutex<Vec<Vec<StoredEvent>>>,
@@ -125,7 +127,8 @@ pub(crate) struct FoldQueue {
     /// and events, oldest first; and their events in all.
     in_flight: std::collections::VecDeque<(u64, usize)>,
     in_flight_events: usize,
-    /// Small appends' events folded inline in the engine clock's millisecond `dense_ms`.
+    /// Small appends' events counted (inline, or the one that tipped them into pending) in the
+    /// engine clock's millisecond `dense_ms`, while the thread slept.
     dense_ms: i64,
     dense_events: usize,
 }
@@ -153,13 +156,16 @@ impl Fold {
         Ok((fold, queue))
     }
 
-    /// The fold thread: ends when the queue's sender (the engine's state) is dropped, or after a
-    /// fold panicked.
+    /// The fold thread: ends when the queue's sender (the engine's state) is dropped, folding
+    /// what is still pending first, so that subscribers get every event; or once a fold failed.
     fn run(&self, rx: Receiver<Batch>) {
         while let Some((batch, last_seq)) = self.next_batch(&rx) {
             if !batch.is_empty() && self.fold(batch, last_seq).is_err() {
                 return;
             }
+        }
+        if !self.failed.load(Ordering::Acquire) {
+            let _ = self.fold_pending_on_thread(&rx);
         }
     }
 
@@ -202,6 +208,9 @@ impl Fold {
     /// On the fold thread: folds the events pending, after the batches handed over before them
     /// (an appender may have queued one after the thread last looked). False if a fold panicked.
     fn fold_pending_on_thread(&self, rx: &Receiver<Batch>) -> bool {
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
         let Some(p) = self.take_pending() else { return true };
         while self.applied.load(Ordering::Acquire) <= p.after {
             match rx.recv() {
@@ -211,7 +220,8 @@ impl Fold {
                     }
                 }
                 Ok(_) => {}
-                // Cannot happen: the batches before the pending events were sent before them.
+                // Only after a failed fold (the batches before the pending events were sent
+                // before them, and a closed channel still hands over what it holds).
                 Err(_) => return false,
             }
         }
@@ -233,8 +243,11 @@ impl Fold {
 
     /// Folds and publishes a batch, then records that everything through `last_seq` is folded.
     /// If that panics the views are unusable: they are marked failed (every wait panics from
-    /// then on) and the panic is returned.
+    /// then on, and nothing more is folded) and the panic is returned.
     fn fold(&self, batch: Vec<StoredEvent>, last_seq: u64) -> std::thread::Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Box::new("an earlier fold into the views panicked"));
+        }
         let folded = std::panic::catch_unwind(AssertUnwindSafe(|| self.fold_and_publish(batch)));
         match folded {
             Ok(()) => self.advance(last_seq),
@@ -276,8 +289,9 @@ impl Fold {
 
     /// Hands `batch` (the events after `queue.through`, through `last_seq`) to the views: to the
     /// fold thread if it is large; else pending, or folded here while the thread sleeps (see the
-    /// module's notes). A small batch's vector is left empty for reuse. `now_ms` is the engine's
-    /// clock. The caller holds the engine's write lock.
+    /// module's notes). `batch` is left empty: its events are moved out (a large batch's vector
+    /// with them; a small one's is kept for reuse unless they are folded here). `now_ms` is the
+    /// engine's clock. The caller holds the engine's write lock.
     pub(crate) fn submit(&self, queue: &mut FoldQueue, batch: &mut Vec<StoredEvent>, last_seq: u64, now_ms: i64) {
         if batch.len() >= ASYNC_MIN_EVENTS {
             if let Some(p) = self.take_pending() {
@@ -327,7 +341,11 @@ impl Fold {
             queue.dense_events = 0;
         }
         queue.dense_events += n;
-        queue.dense_events >= DENSE_EVENTS
+        if queue.dense_events < DENSE_EVENTS {
+            return false;
+        }
+        queue.dense_events = 0;
+        true
     }
 
     /// Queues a batch for the fold thread, first waiting for the oldest queued ones while it
@@ -354,7 +372,7 @@ impl Fold {
     /// Blocks until every event through `seq` is in the views.
     pub(crate) fn wait_for(&self, seq: u64) {
         let seq = seq.saturating_add(1);
-        if self.applied.load(Ordering::Acquire) >= seq {
+        if self.applied.load(Ordering::Acquire) >= seq && !self.failed.load(Ordering::Acquire) {
             return;
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
@@ -375,7 +393,7 @@ impl Fold {
     /// are folded here if the thread has not taken them. The caller holds the engine's state
     /// lock, so no append adds to them meanwhile.
     fn fold_through(&self, queue: &FoldQueue) {
-        if self.applied.load(Ordering::Acquire) <= queue.through {
+        if self.applied.load(Ordering::Acquire) <= queue.through || self.failed.load(Ordering::Acquire) {
             self.fold_pending_here();
             self.wait_for(queue.through);
         }
@@ -434,6 +452,9 @@ impl Fold {
     /// in all. An appender then writes into memory that is already mapped: a fresh vector for
     /// each 1000-event batch cost the appender page faults, about 5 % of its time.
     fn recycle(&self, mut stored: Vec<StoredEvent>) {
+        if stored.capacity() < ASYNC_MIN_EVENTS {
+            return; // a small batch's: appends reuse their own (`State::stored_scratch`)
+        }
         stored.clear();
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = spare.iter().map(Vec::capacity).sum();

@@ -166,6 +166,29 @@ fn dense_single_appends_are_read_and_published() {
     assert_eq!(page.events[0].seq, sent.len() as u64);
 }
 
+/// Events still pending when the last handle is dropped (no close, no read) still reach the
+/// subscribers before their channel closes.
+#[test]
+fn subscribers_get_pending_events_when_the_engine_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut o = options(dir.path(), &clock);
+    o.subscriber_queue_max = 100_000;
+    o.save_state = false;
+    let (engine, _) = Engine::open(o).unwrap();
+    let rx = engine.subscribe();
+    let sent = events(12, 1000, T0, 1);
+    for ev in &sent {
+        engine.append(std::slice::from_ref(ev)).unwrap();
+    }
+    drop(engine);
+    let mut seqs = Vec::new();
+    while let Ok(batch) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        seqs.extend(batch.iter().map(|e| e.seq));
+    }
+    assert_eq!(seqs, (1..=sent.len() as u64).collect::<Vec<_>>());
+}
+
 /// More than one roaring container per segment: the index folds its buffer into bitmaps, and
 /// queries combine folded bitmaps with the buffered tail.
 #[test]
