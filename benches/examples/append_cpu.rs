@@ -5,7 +5,9 @@
 //! the wall-clock rate.
 //!
 //! `cargo run --release -p tokenboard-benches --example append_cpu [ROUNDS [BATCH]]` (ROUNDS of
-//! 1000 events, in batches of BATCH events, 1000 by default)
+//! 1000 events, in batches of BATCH events, 1000 by default). With `TB_FRESH=1` the batches come
+//! fresh from the generator instead, as in the peers bench: 10 000 events generated (untimed),
+//! then appended in batches of BATCH (timed).
 
 use std::time::Instant;
 
