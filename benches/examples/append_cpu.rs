@@ -60,11 +60,14 @@ fn main() {
     }
     let fresh = std::env::var_os("TB_FRESH").is_some();
     let (mut cpu, mut wall, fold) = (0, std::time::Duration::ZERO, fold_cpu_ns());
+    let mut n = rounds * batch;
     if fresh {
-        // Fresh batches from a 10M-event month, as the peers bench appends them: 10 000 generated
-        // (untimed), then appended in batches of BATCH (timed).
-        let mut w = Workload::new(42, (rounds * batch) as u64);
-        for _ in 0..rounds * batch / 10_000 {
+        // Fresh batches spread over the workload's month, as the peers bench appends them: 10 000
+        // generated (untimed; the fold thread catches up meanwhile, and its figure counts that),
+        // then appended in batches of BATCH (timed).
+        n = n.div_ceil(10_000) * 10_000;
+        let mut w = Workload::new(42, n as u64);
+        for _ in 0..n / 10_000 {
             let big = w.batch(10_000);
             let (c, t) = (thread_cpu_ns(), Instant::now());
             for b in big.chunks(batch) {
@@ -81,7 +84,7 @@ fn main() {
         (cpu, wall) = (thread_cpu_ns() - c, t.elapsed());
     }
     let fold = fold_cpu_ns() - fold;
-    let n = (rounds * batch) as f64;
+    let n = n as f64;
     println!(
         "appender CPU {:.1} ns/event; fold thread CPU {:.1} ns/event (its waits for work included); wall {:.2} M events/s",
         cpu as f64 / n,

@@ -4,10 +4,10 @@
 //! Concurrency: one `RwLock<State>` holds the segments, interner and dedup set. An append takes
 //! the write lock for encode + `pwrite` + block offsets, so sequence numbers follow append order,
 //! and hands its events to the views and the live segment's bitmaps (`fold`): a large batch is
-//! folded on the fold thread while the next append encodes, a small one inline. Queries take the
-//! read lock and then wait until those hold every event written before it, so a read never sees
-//! them behind the log (`Engine::folded`). Syncing to disk happens
-//! outside that lock: under `Durability::Always` concurrent appenders share one `fdatasync`
+//! folded on the fold thread while the next append encodes, a small one inline or left pending
+//! for that thread (see `fold`). Queries take the read lock and then make sure those hold every
+//! event written before it, so a read never sees them behind the log (`Engine::folded`).
+//! Syncing to disk happens outside that lock: under `Durability::Always` concurrent appenders share one `fdatasync`
 //! (group commit) in `SyncState`.
 //!
 //! Invariants:
@@ -319,6 +319,18 @@ impl Dedup {
     }
 }
 
+/// Puts an append's buffer `v` back in `slot`, emptied, for the next append, unless it grew past
+/// `max` elements (a huge batch's, or a large one's that went to the fold thread).
+fn keep_scratch<T>(slot: &mut Vec<T>, mut v: Vec<T>, max: usize) {
+    if v.capacity() != 0 && v.capacity() <= max {
+        v.clear();
+        *slot = v;
+    }
+}
+
+/// The most events an append's reused symbol buffer keeps room for.
+const DIMS_SCRATCH_MAX: usize = 4096;
+
 struct State {
     sealed: Vec<Arc<Segment>>,
     live: Segment,
@@ -338,14 +350,6 @@ struct State {
 }
 
 impl State {
-    /// Keeps an append's emptied symbol buffer for the next one, unless a huge batch grew it.
-    fn keep_dims_scratch(&mut self, mut dims: Vec<Option<[Sym; Dim::COUNT]>>) {
-        if dims.capacity() <= 4096 {
-            dims.clear();
-            self.dims_scratch = dims;
-        }
-    }
-
     fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
         self.sealed.iter().map(|s| &**s).chain(std::iter::once(&self.live))
     }
@@ -792,10 +796,7 @@ impl Engine {
                 self.shared.fold.submit(&mut st.fold_queue, &mut stored, outcome.last_seq, now);
             }
             // A small batch's vector comes back emptied, for the next one.
-            if stored.capacity() != 0 && stored.capacity() <= 2 * fold::ASYNC_MIN_EVENTS {
-                stored.clear();
-                st.stored_scratch = stored;
-            }
+            keep_scratch(&mut st.stored_scratch, stored, 2 * fold::ASYNC_MIN_EVENTS);
             outcome
         };
         if self.shared.opts.durability == Durability::Always && outcome.accepted > 0 {
@@ -846,7 +847,7 @@ impl Engine {
                     match st.interner.intern(value) {
                         Some(sym) => sym,
                         None => {
-                            st.keep_dims_scratch(dims_of);
+                            keep_scratch(&mut st.dims_scratch, dims_of, DIMS_SCRATCH_MAX);
                             return Err(Error::InternerFull { max: STRINGS_MAX });
                         }
                     }
@@ -857,27 +858,17 @@ impl Engine {
         }
         let accepted = events.len() - duplicates;
         if accepted == 0 {
-            st.keep_dims_scratch(dims_of);
+            keep_scratch(&mut st.dims_scratch, dims_of, DIMS_SCRATCH_MAX);
             let last_seq = st.next_seq - 1;
             return Ok((AppendOutcome { accepted: 0, duplicates, last_seq, first_seq: None }, Vec::new(), now));
         }
 
         // A large batch's events go to the fold thread in a vector of their own (a recycled
         // one: `Fold::batch_vec`); a small one's are moved out of a reused one.
-        let small = accepted < fold::ASYNC_MIN_EVENTS;
-        let mut stored = if small { std::mem::take(&mut st.stored_scratch) } else { self.shared.fold.batch_vec(accepted) };
+        let mut stored = if accepted < fold::ASYNC_MIN_EVENTS { std::mem::take(&mut st.stored_scratch) } else { self.shared.fold.batch_vec(accepted) };
         let result = self.write_batch(st, events, &dims_of, now, &mut stored);
-        st.keep_dims_scratch(dims_of);
-        let (first_seq, last_seq) = match result {
-            Ok(seqs) => seqs,
-            Err(e) => {
-                if small {
-                    stored.clear();
-                    st.stored_scratch = stored;
-                }
-                return Err(e);
-            }
-        };
+        keep_scratch(&mut st.dims_scratch, dims_of, DIMS_SCRATCH_MAX);
+        let (first_seq, last_seq) = result?;
         Ok((AppendOutcome { accepted, duplicates, last_seq, first_seq: Some(first_seq) }, stored, now))
     }
 

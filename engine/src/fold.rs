@@ -72,6 +72,12 @@ struct Pending {
     after: u64,
 }
 
+impl Pending {
+    fn last_seq(&self) -> u64 {
+        self.events.last().expect("pending events").seq
+    }
+}
+
 /// What the fold keeps up to date.
 pub(crate) struct Folded {
     pub(crate) views: Views,
@@ -131,6 +137,22 @@ pub(crate) struct FoldQueue {
     /// engine clock's millisecond `dense_ms`, while the thread slept.
     dense_ms: i64,
     dense_events: usize,
+}
+
+impl FoldQueue {
+    /// Whether small appends come densely: `n` more events in the clock's millisecond `now_ms`.
+    fn dense(&mut self, n: usize, now_ms: i64) -> bool {
+        if self.dense_ms != now_ms {
+            self.dense_ms = now_ms;
+            self.dense_events = 0;
+        }
+        self.dense_events += n;
+        if self.dense_events < DENSE_EVENTS {
+            return false;
+        }
+        self.dense_events = 0;
+        true
+    }
 }
 
 impl Fold {
@@ -225,7 +247,7 @@ impl Fold {
                 Err(_) => return false,
             }
         }
-        let last_seq = p.events.last().expect("pending events").seq;
+        let last_seq = p.last_seq();
         self.fold(p.events, last_seq).is_ok()
     }
 
@@ -234,10 +256,15 @@ impl Fold {
     fn fold_pending_here(&self) {
         if let Some(p) = self.take_pending() {
             self.wait_for(p.after);
-            let last_seq = p.events.last().expect("pending events").seq;
-            if let Err(panic) = self.fold(p.events, last_seq) {
-                std::panic::resume_unwind(panic);
-            }
+            let last_seq = p.last_seq();
+            self.fold_here(p.events, last_seq);
+        }
+    }
+
+    /// `fold` off the fold thread, where a panic in it goes on to the caller.
+    fn fold_here(&self, batch: Vec<StoredEvent>, last_seq: u64) {
+        if let Err(panic) = self.fold(batch, last_seq) {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -290,30 +317,22 @@ impl Fold {
     /// Hands `batch` (the events after `queue.through`, through `last_seq`) to the views: to the
     /// fold thread if it is large; else pending, or folded here while the thread sleeps (see the
     /// module's notes). `batch` is left empty: its events are moved out (a large batch's vector
-    /// with them; a small one's is kept for reuse unless they are folded here). `now_ms` is the
-    /// engine's clock. The caller holds the engine's write lock.
+    /// with them, and a small one's when they are folded here; else it is kept for reuse).
+    /// `now_ms` is the engine's clock. The caller holds the engine's write lock.
     pub(crate) fn submit(&self, queue: &mut FoldQueue, batch: &mut Vec<StoredEvent>, last_seq: u64, now_ms: i64) {
         if batch.len() >= ASYNC_MIN_EVENTS {
             if let Some(p) = self.take_pending() {
-                let last = p.events.last().expect("pending events").seq;
+                let last = p.last_seq();
                 self.send(queue, p.events, last);
             }
             self.send(queue, std::mem::take(batch), last_seq);
-        } else if self.asleep.load(Ordering::SeqCst) && !self.dense(queue, batch.len(), now_ms) {
+        } else if self.asleep.load(Ordering::SeqCst) && !queue.dense(batch.len(), now_ms) {
             // The thread sleeps: fold here, after whatever is pending or still queued.
-            let (events, after) = match self.take_pending() {
-                Some(mut p) => {
-                    p.events.append(batch);
-                    (p.events, p.after)
-                }
-                None => (std::mem::take(batch), queue.through),
-            };
-            self.wait_for(after);
+            self.fold_pending_here();
+            self.wait_for(queue.through);
             queue.in_flight.clear();
             queue.in_flight_events = 0;
-            if let Err(panic) = self.fold(events, last_seq) {
-                std::panic::resume_unwind(panic);
-            }
+            self.fold_here(std::mem::take(batch), last_seq);
         } else {
             let full = {
                 let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -332,20 +351,6 @@ impl Fold {
             }
         }
         queue.through = last_seq;
-    }
-
-    /// Whether small appends come densely: `n` more events in the clock's millisecond `now_ms`.
-    fn dense(&self, queue: &mut FoldQueue, n: usize, now_ms: i64) -> bool {
-        if queue.dense_ms != now_ms {
-            queue.dense_ms = now_ms;
-            queue.dense_events = 0;
-        }
-        queue.dense_events += n;
-        if queue.dense_events < DENSE_EVENTS {
-            return false;
-        }
-        queue.dense_events = 0;
-        true
     }
 
     /// Queues a batch for the fold thread, first waiting for the oldest queued ones while it

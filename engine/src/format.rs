@@ -251,14 +251,6 @@ pub fn write_frame_with(out: &mut Vec<u8>, salt: u32, kind: u8, seq_delta: u32, 
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Marks the frame at the start of `frame` (header and payload, nothing after) as the last of its
-/// batch and updates its CRC.
-pub fn set_batch_end(frame: &mut [u8], salt: u32) {
-    frame[FRAME_KIND_AT] |= KIND_FLAG_BATCH_END;
-    let crc = frame_crc(salt, frame);
-    frame[FRAME_CRC_AT..FRAME_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-}
-
 /// Attributes of an event that repeat across many events, stored once per segment in a dict
 /// frame and referred to by a local id. Strings are local string ids of the same segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
