@@ -5,8 +5,9 @@
 //! - [`KeyMap`] (Key per day): hot, a hash map; frozen, varint-packed bytes, about a quarter of
 //!   the memory. A frozen map takes writes by thawing first.
 //! - [`KeyTotals`]: all-time Key cells with each key's latest-hour cells inline.
-//! - [`HourKeys`] (Key per hour): hot, an append log of cells; frozen, a [`HeavyKeys`]: the
-//!   exact cells of the heaviest keys and bounds for the others (days keep one too).
+//! - [`HourKeys`] (Key per hour): hot, an append log of cells, summed by key when it fills up;
+//!   frozen, a [`HeavyKeys`]: the exact cells of the heaviest keys and bounds for the others
+//!   (days keep one too).
 //!
 //! Equality is by content, never by form.
 
@@ -1134,11 +1135,17 @@ impl HeavyKeys {
     }
 }
 
+/// A hot hour's log of cells is summed by key when it is full and holds at least this many.
+const HOUR_LOG_COMPACT_MIN: usize = 1024;
+
 /// The Key cells of one hour: every key while hot, the heaviest once frozen.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum HourKeys {
     /// Cells as they come (mostly one per key, when the key's inline cell moves here), summed
-    /// when the hour freezes or is read: appending costs no hash probe.
+    /// when the hour freezes or is read: appending costs no hash probe. Each log is summed by
+    /// key whenever it fills up (`log_push`), so it stays within about twice the hour's keys
+    /// however many events come for them (an event that cannot go inline comes here itself:
+    /// every event of a key whose hour's tokens passed 2^32, or of an earlier hour).
     Hot {
         added: Vec<(u32, KeyCell)>,
         removed: Vec<(u32, KeyCell)>,
@@ -1156,8 +1163,8 @@ impl HourKeys {
     #[inline]
     pub fn apply(&mut self, key: u32, delta: &KeyCell, sign: Sign) {
         match (self, sign) {
-            (HourKeys::Hot { added, .. }, Sign::Add) => added.push((key, *delta)),
-            (HourKeys::Hot { removed, .. }, Sign::Sub) => removed.push((key, *delta)),
+            (HourKeys::Hot { added, .. }, Sign::Add) => log_push(added, key, delta),
+            (HourKeys::Hot { removed, .. }, Sign::Sub) => log_push(removed, key, delta),
             (HourKeys::Frozen(heavy), _) => heavy.apply(key, delta, sign),
         }
     }
@@ -1205,6 +1212,21 @@ impl HourKeys {
             HourKeys::Frozen(heavy) => heavy.heap_bytes(),
         }
     }
+}
+
+/// Appends to a hot hour's log of cells, first summing it by key (in key order) if it is full
+/// and long: the sums are what the log means, and only a log that does not shrink grows, so
+/// the cost per push stays constant.
+fn log_push(log: &mut Vec<(u32, KeyCell)>, key: u32, delta: &KeyCell) {
+    if log.len() == log.capacity() && log.len() >= HOUR_LOG_COMPACT_MIN {
+        let mut sums: FxHashMap<u32, KeyCell> = FxHashMap::default();
+        for (k, c) in log.drain(..) {
+            sums.entry(k).or_default().merge(&c);
+        }
+        log.extend(sums);
+        log.sort_unstable_by_key(|(k, _)| *k);
+    }
+    log.push((key, *delta));
 }
 
 /// A breakdown being assembled: cells sorted by key.
@@ -1274,6 +1296,31 @@ impl<C: Cell> SortedAcc<C> {
 #[cfg(test)]
 mod tests {
     use super::PosIndex;
+
+    /// A hot hour that gets every event of a few keys (their inline cells are full) keeps a
+    /// log about the size of its keys, and means the same sums.
+    #[test]
+    fn a_hot_hours_log_stays_about_its_keys() {
+        use super::{Cell, HourKeys, KeyCell};
+        use crate::views::Sign;
+        let mut keys = HourKeys::default();
+        let mut expect = std::collections::BTreeMap::<u32, KeyCell>::new();
+        for i in 0..200_000u64 {
+            let key = (i * 7919 % 300) as u32;
+            let cell = super::Counters([1, 0, i, 0, 0, 0, 0, 0, 1]);
+            keys.apply(key, &cell, Sign::Add);
+            expect.entry(key).or_default().merge(&cell);
+        }
+        for key in 0..10 {
+            let cell = super::Counters([1, 0, 0, 0, 0, 0, 0, 0, 1]);
+            keys.apply(key, &cell, Sign::Sub);
+            expect.get_mut(&key).unwrap().unmerge(&cell);
+        }
+        assert!(keys.heap_bytes() <= 4 * super::HOUR_LOG_COMPACT_MIN * size_of::<(u32, KeyCell)>(), "{} bytes", keys.heap_bytes());
+        let mut got: Vec<(u32, KeyCell)> = keys.hot_cells(std::iter::empty()).unwrap().into_iter().collect();
+        got.sort_unstable_by_key(|(k, _)| *k);
+        assert_eq!(got, expect.into_iter().collect::<Vec<_>>());
+    }
 
     /// Varints read back what was written, up to u64::MAX in ten bytes; longer ones, or bits past
     /// the 64th, are refused rather than cut.
