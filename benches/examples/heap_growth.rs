@@ -2,7 +2,8 @@
 //! instead of with the keys, models and hours they span. Appends `EVENTS` workload events (200
 //! distinct batches of 1000, cycled) under `never` and prints the heap breakdown every 3.5M.
 //! With `TB_SAME_TS=1` every event carries one timestamp, as `tokenboard loadgen --dump` output
-//! replayed by `scripts/bench-http.sh` does: one hour that never freezes.
+//! replayed by `scripts/bench-http.sh` does: one hour that never freezes. With `TB_RANDOM_TS=1`
+//! each event falls anywhere in 30 days, in no order (a backfill).
 //!
 //! `cargo run --release -p tokenboard-benches --example heap_growth [EVENTS]` (default 21M)
 
@@ -20,6 +21,17 @@ fn main() {
     if std::env::var_os("TB_SAME_TS").is_some() {
         let ts = batches[0][0].ts_ms;
         batches.iter_mut().flatten().for_each(|ev| ev.ts_ms = ts);
+    }
+    if std::env::var_os("TB_RANDOM_TS").is_some() {
+        // A backfill in no order: each event anywhere in 30 days.
+        let start = batches[0][0].ts_ms;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for ev in batches.iter_mut().flatten() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ev.ts_ms = start + (x % (30 * 86_400_000)) as i64;
+        }
     }
     let mb = |b: usize| b as f64 / 1e6;
     let mut n = 0;
