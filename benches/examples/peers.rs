@@ -23,18 +23,27 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Runs `f` once untimed (a warm-up, as every peer gets), then `n` times; returns the median
-/// time and the last answer.
+/// Timed runs of a question go on past `TB_PEERS_REPS` until they add up to this much (at most
+/// `MAX_RUNS`): a median of three runs of a few microseconds measured this VM's interruptions
+/// (the same per-model question took 3 µs and 0.1–1 ms in consecutive runs), not the question.
+/// The Python peers (`peers_common.py`) follow the same rule.
+const MIN_TIMED: Duration = Duration::from_millis(200);
+const MAX_RUNS: usize = 1000;
+
+/// Runs `f` once untimed (a warm-up, as every peer gets), then at least `n` times and until the
+/// runs add up to `MIN_TIMED` (at most `MAX_RUNS`); returns the median time and the last answer.
 fn time<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     f();
     let mut times = Vec::with_capacity(n);
-    let mut last = None;
-    for _ in 0..n {
+    let (mut total, mut last) = (Duration::ZERO, None);
+    while times.len() < n.max(1) || (total < MIN_TIMED && times.len() < MAX_RUNS) {
         let t = Instant::now();
         last = Some(f());
-        times.push(t.elapsed());
+        let took = t.elapsed();
+        times.push(took);
+        total += took;
     }
-    (median(times), last.expect("n > 0"))
+    (median(times), last.expect("at least one run"))
 }
 
 /// Flushes dirty pages (gigabytes after the loads) and lets the writeback finish, so it does not
