@@ -2824,6 +2824,32 @@ mod tests {
         assert_eq!(heavy.cells().iter().map(|(k, _)| *k).collect::<Vec<_>>(), [1, 8, 9]);
     }
 
+    /// A key whose hour's 32-bit sums are full stays inline: the full cell moves on to the
+    /// hour's pending cells (and the day's), and the key starts over.
+    #[test]
+    fn a_full_inline_cell_moves_on_and_the_key_stays_inline() {
+        let mut totals = KeyTotals::default();
+        let big = cells::Counters([1, 0, 3_000_000_000, 0, 0, 0, 0, 0, 5]);
+        let mut to_day = Vec::new();
+        for _ in 0..3 {
+            let out = totals.add(7, 100, 5, true, &big);
+            assert!(!out.direct, "every event stays inline");
+            to_day.extend(out.to_day);
+        }
+        let (hour, moved) = totals.take_hour(100, 5);
+        to_day.extend(moved);
+        assert_eq!(hour.len(), 3, "one cell per time the sums filled up, and the last");
+        let mut summed = cells::Counters::default();
+        for (key, cell) in &hour {
+            assert_eq!(*key, 7);
+            summed.merge(cell);
+        }
+        assert_eq!(summed, cells::Counters([3, 0, 9_000_000_000, 0, 0, 0, 0, 0, 15]));
+        let moved: u64 = to_day.iter().map(|m| cells::cell_tokens(&m.cell)).sum();
+        assert!(moved >= 6_000_000_000, "the day's 32-bit sums overflowed into its map: {to_day:?}");
+        assert_eq!(totals.cell_of(7), Some(cells::Counters([3, 0, 9_000_000_000, 0, 0, 0, 0, 0, 15])));
+    }
+
     #[test]
     fn key_cells_move_from_inline_to_their_hour_and_day() {
         let mut totals = KeyTotals::default();

@@ -741,9 +741,10 @@ impl PosIndex {
 /// append touches only the key's small inline [`Slot`] (400 KB for 10k keys, so it stays in
 /// cache) instead of cells in three large hash maps (the hour's, the day's and the all-time
 /// one):
-/// - the inline hour cell moves out when the key is next seen in a later hour, or its hour
-///   freezes: to `pending` (the hour takes it when it freezes) and to `day_rest`, the key's
-///   cells of the earlier hours of the same day;
+/// - the inline hour cell moves out when the key is next seen in a later hour, its hour
+///   freezes, or its 32-bit sums are full (the key then starts over inline in the same hour):
+///   to `pending` (the hour takes it when it freezes) and to `day_rest`, the key's cells of the
+///   earlier hours of the same day;
 /// - `day_rest` and the hour cell move to their day's map when the key is next seen on a later
 ///   day, when the day freezes, and before a removal from the day.
 ///
@@ -875,7 +876,17 @@ impl KeyTotals {
                     slot.cell = sum;
                     true
                 }
-                None => false,
+                // The hour's 32-bit sums are full: they move on as for a later hour, and the
+                // key starts over inline in the same hour.
+                None => match cell32_sum(&[0; 9], delta) {
+                    Some(fresh) => {
+                        let (day_rest, settled) = (&mut day_rest[pos], &mut settled[pos]);
+                        outcome.to_day = KeyTotals::close_hour(slot, key, day_rest, settled, pending);
+                        slot.cell = fresh;
+                        true
+                    }
+                    None => false,
+                },
             },
             Some(at) if at > slot.at || (cell32_is_empty(&slot.cell) && cell32_is_empty(&day_rest[pos])) => {
                 // The key's first event of a later hour: its earlier cells move on.
