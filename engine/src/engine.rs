@@ -31,7 +31,7 @@ use crate::event::{Dim, NewEvent, StoredEvent, Sym};
 use crate::fold::{self, Fold, FoldQueue, Folded};
 use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES};
 use crate::index::{self, LogFilter};
-use crate::interner::{Interner, STRINGS_MAX};
+use crate::interner::{same_str, Interner, STRINGS_MAX};
 use crate::rollup::{self, Rollups};
 use crate::saved;
 use crate::index::{LazyIndex, SegmentIndex};
@@ -347,6 +347,8 @@ struct State {
     /// duplicate; and the stored events of a small batch (a large one hands its own vector over).
     dims_scratch: Vec<Option<[Sym; Dim::COUNT]>>,
     stored_scratch: Vec<StoredEvent>,
+    /// The symbols of the last event appended (see `append_locked`).
+    last_dims: [Sym; Dim::COUNT],
 }
 
 impl State {
@@ -712,6 +714,7 @@ impl Engine {
             next_seq,
             buf: Vec::new(),
             dims_scratch: Vec::new(),
+            last_dims: [Sym::EMPTY; Dim::COUNT],
             stored_scratch: Vec::new(),
         };
         let durable = Arc::new(Durable {
@@ -817,6 +820,10 @@ impl Engine {
         dims_of.clear();
         let mut batch_ids: rustc_hash::FxHashSet<u128> = Default::default();
         let mut duplicates = 0;
+        // The event before and its symbols: neighbours in a batch, and successive one-event
+        // appends, often share a value, and comparing with it is cheaper than a hash lookup.
+        // Within a batch it is compared with the event's own string (in the cache); the first
+        // event with the string of the last append's symbol.
         let mut previous: Option<(&NewEvent, [Sym; Dim::COUNT])> = None;
         for ev in events {
             let is_new = match &ev.event_id {
@@ -839,10 +846,11 @@ impl Engine {
                 dims[i] = if value.is_empty() {
                     Sym::EMPTY
                 } else if let Some((p, p_dims)) = &previous
-                    && p.dims[i] == value
+                    && same_str(&p.dims[i], value)
                 {
-                    // Neighbours in a batch often share a value: skip the hash lookup.
                     p_dims[i]
+                } else if previous.is_none() && same_str(st.interner.resolve(st.last_dims[i]), value) {
+                    st.last_dims[i]
                 } else {
                     match st.interner.intern(value) {
                         Some(sym) => sym,
@@ -855,6 +863,9 @@ impl Engine {
             }
             previous = Some((ev, dims));
             dims_of.push(Some(dims));
+        }
+        if let Some((_, dims)) = previous {
+            st.last_dims = dims;
         }
         let accepted = events.len() - duplicates;
         if accepted == 0 {
@@ -903,7 +914,7 @@ impl Engine {
                 st.live.dict.truncate(n_strings, n_shapes);
                 return Err(Error::io("write", &st.live.path, std::io::Error::from_raw_os_error(libc::ENOSPC)));
             }
-        if let Err(e) = st.live_file.write_all_at(&st.buf, offset) {
+        if let Err(e) = write_all_at(&st.live_file, &st.buf, offset) {
             st.live.dict.truncate(n_strings, n_shapes);
             let err = Error::io("write", &st.live.path, e);
             if !matches!(err, Error::DiskFull { .. }) {
@@ -1560,6 +1571,30 @@ fn random_salt() -> u32 {
     } else {
         (system_clock_ms() as u32) ^ std::process::id().rotate_left(16)
     }
+}
+
+/// `FileExt::write_all_at` through the `pwrite64` system call itself. glibc's `pwrite` is a
+/// cancellation point: it wraps the call in two bookkeeping calls that cost about 25 ns, 4 % of
+/// a one-event append, and this engine never cancels a thread.
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        // SAFETY: a descriptor we own, and a pointer and length of a live buffer.
+        let n = unsafe { libc::syscall(libc::SYS_pwrite64, file.as_raw_fd(), buf.as_ptr(), buf.len(), offset as libc::off_t) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+        }
+        buf = &buf[n as usize..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 /// Creates a segment as a temporary file, preallocates it, then renames it into place.

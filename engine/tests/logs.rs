@@ -166,6 +166,43 @@ fn dense_single_appends_are_read_and_published() {
     assert_eq!(page.events[0].seq, sent.len() as u64);
 }
 
+/// One-event appends are interned against the event before (see `append_locked`): each event
+/// here changes one dimension at a time, to a value new, seen long ago or the one before, and
+/// every event reads back with its own strings, before and after a reopen.
+#[test]
+fn one_event_appends_keep_each_events_own_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let (engine, _) = Engine::open(options(dir.path(), &clock)).unwrap();
+    let mut rng = SmallRng::seed_from_u64(9);
+    let mut ev = events(3, 1, T0, 1).remove(0);
+    let mut sent = Vec::new();
+    for i in 0..2000 {
+        let dim = Dim::ALL[rng.random_range(0..Dim::ALL.len())];
+        let value = match rng.random_range(0..3) {
+            0 => format!("{}-new-{i}", dim.name()),
+            1 => format!("{}-old-{}", dim.name(), rng.random_range(0..4)),
+            _ => String::new(),
+        };
+        ev.set_dim(dim, value);
+        engine.append(std::slice::from_ref(&ev)).unwrap();
+        sent.push(ev.clone());
+    }
+    let check = |engine: &Engine| {
+        for (i, want) in sent.iter().enumerate() {
+            let got = engine.get(i as u64 + 1).expect("stored");
+            for dim in Dim::ALL {
+                assert_eq!(&*engine.resolve(got.dim(dim)), want.dim(dim), "event {i}, {}", dim.name());
+            }
+        }
+    };
+    check(&engine);
+    engine.close().unwrap();
+    drop(engine);
+    let (engine, _) = Engine::open(options(dir.path(), &clock)).unwrap();
+    check(&engine);
+}
+
 /// Events still pending when the last handle is dropped (no close, no read) still reach the
 /// subscribers before their channel closes.
 #[test]
