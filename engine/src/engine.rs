@@ -328,6 +328,11 @@ fn keep_scratch<T>(slot: &mut Vec<T>, mut v: Vec<T>, max: usize) {
     }
 }
 
+/// A slice's scan hands its events to the views in batches of this many, at most this many
+/// batches ahead (about 1.4 MB in flight).
+const SLICE_BATCH_EVENTS: usize = 1024;
+const SLICE_BATCHES: usize = 8;
+
 /// The most events an append's reused symbol buffer keeps room for.
 const DIMS_SCRATCH_MAX: usize = 4096;
 
@@ -1147,17 +1152,60 @@ impl Engine {
     /// Materialises private views of the events that match `filter` within `range`, over a
     /// snapshot of the log, to answer filtered summaries, breakdowns and trends with the same
     /// exact logic as the engine's own views. Costs one indexed scan of the matching events.
+    ///
+    /// The scan runs on a thread of its own and hands the events over in batches, while this
+    /// one adds them to the views: reading the events and folding them cost about the same, so
+    /// over millions of events the two cores take about half the time one would.
     pub fn slice(&self, filter: &LogFilter, range: TimeRange) -> Slice {
         let mut filter = filter.clone();
         filter.from_ms = Some(filter.from_ms.map_or(range.from_ms, |f| f.max(range.from_ms)));
         filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |t| t.min(range.to_ms)));
         let snapshot = self.snapshot();
         let mut views = Views::new();
-        for (seg, ix) in snapshot.segments() {
-            index::scan_segment_filtered(seg, ix, &filter, &mut |ev| {
-                views.apply(ev, crate::views::Sign::Add);
-                true
+        let add = |views: &mut Views, batch: &[StoredEvent]| batch.iter().for_each(|ev| views.apply(ev, crate::views::Sign::Add));
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(SLICE_BATCHES);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<StoredEvent>>();
+        let (snap, filt) = (&snapshot, &filter);
+        let scanned = std::thread::scope(|scope| {
+            let scanner = std::thread::Builder::new().name("tokenboard-slice".into()).spawn_scoped(scope, move || {
+                let mut batch = Vec::with_capacity(SLICE_BATCH_EVENTS);
+                for (seg, ix) in snap.segments() {
+                    let go = index::scan_segment_filtered(seg, ix, filt, &mut |ev| {
+                        batch.push(ev.clone());
+                        if batch.len() < SLICE_BATCH_EVENTS {
+                            return true;
+                        }
+                        let next = empty_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(SLICE_BATCH_EVENTS));
+                        full_tx.send(std::mem::replace(&mut batch, next)).is_ok()
+                    });
+                    if !go {
+                        return;
+                    }
+                }
+                let _ = full_tx.send(batch);
             });
+            match scanner {
+                Ok(_) => {
+                    // By value: were a fold to panic, the receiver goes with the unwinding and
+                    // the scanner stops at its next send, so the scope can end.
+                    for mut batch in full_rx {
+                        add(&mut views, &batch);
+                        batch.clear();
+                        let _ = empty_tx.send(batch);
+                    }
+                    true
+                }
+                // No thread to be had: scan here instead.
+                Err(_) => false,
+            }
+        });
+        if !scanned {
+            for (seg, ix) in snapshot.segments() {
+                index::scan_segment_filtered(seg, ix, &filter, &mut |ev| {
+                    add(&mut views, std::slice::from_ref(ev));
+                    true
+                });
+            }
         }
         Slice { views, snapshot, filter }
     }

@@ -325,7 +325,8 @@ impl<'a> EventPayload<'a> {
     /// The fixed part, the TTFT and the rare tokens are written by hand in bincode's bytes (an
     /// `EventRecord`, a `u32`, a `[u64; 2]`; `hand_encoding_is_bincodes` pins that): this runs
     /// for every appended event, and bincode's serde encoder spent more on its calls than on the
-    /// bytes. They are decoded by bincode.
+    /// bytes. They are decoded by hand too where the bytes are as this writes them
+    /// (`decode_fixed`), else by bincode.
     pub fn encode(&self, out: &mut Vec<u8>) -> u8 {
         let t = &self.tokens;
         let mut w = Varints::<EVENT_PARTS_BYTES_MAX>::new();
@@ -355,6 +356,45 @@ impl<'a> EventPayload<'a> {
     }
 
     pub fn decode(kind: u8, payload: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
+        if let Some((mut p, used)) = Self::decode_fixed(kind, payload) {
+            let mut rest = &payload[used..];
+            if kind & KIND_FLAG_EXTRAS != 0 {
+                p.extras = Some(decode_part(&mut rest)?);
+            }
+            if !rest.is_empty() {
+                return Err(PayloadError(format!("{} trailing bytes", rest.len())));
+            }
+            return Ok(p);
+        }
+        Self::decode_by_bincode(kind, payload)
+    }
+
+    /// The parts before the extras, read by hand, and the bytes they took; `None` unless every
+    /// varint is in the shortest form for its value, as `encode` (and bincode) writes it: any
+    /// other bytes go to bincode, which decides. Reading an event is most of a scan's work, and
+    /// bincode's serde decoder spent more on its calls than on the bytes (a filtered read decodes
+    /// millions of events).
+    #[inline]
+    fn decode_fixed(kind: u8, b: &[u8]) -> Option<(EventPayload<'a>, usize)> {
+        let mut r = VarintReader { b, pos: 0 };
+        let z = r.u64()?;
+        let ts_delta_ms = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let shape = r.u32()?;
+        let key = r.u32()?;
+        let f = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+        let latency_ms = r.u32()?;
+        let mut p = EventPayload { ts_delta_ms, shape, key, tokens: [f[0], f[1], 0, f[2], f[3], 0], latency_ms, ttft_ms: None, extras: None };
+        if kind & KIND_FLAG_TTFT != 0 {
+            p.ttft_ms = Some(r.u32()?);
+        }
+        if kind & KIND_FLAG_RARE_TOKENS != 0 {
+            p.tokens[2] = r.u64()?;
+            p.tokens[5] = r.u64()?;
+        }
+        Some((p, r.pos))
+    }
+
+    fn decode_by_bincode(kind: u8, payload: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
         let mut rest = payload;
         let fixed: EventRecord = decode_part(&mut rest)?;
         let f = fixed.tokens;
@@ -401,6 +441,42 @@ impl std::fmt::Display for PayloadError {
 /// The most bytes of an event payload's parts written by hand: 11 varints (8 fixed, the TTFT, two
 /// rare token counts) of at most 9 bytes.
 const EVENT_PARTS_BYTES_MAX: usize = 11 * 9;
+
+/// Reads varints as `Varints` writes them: `None` at the end of the bytes, or where a value is
+/// not in its shortest form or too wide for its type (bincode decides those bytes).
+struct VarintReader<'b> {
+    b: &'b [u8],
+    pos: usize,
+}
+
+impl VarintReader<'_> {
+    #[inline(always)]
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let v = self.b.get(self.pos + 1..self.pos + 1 + N)?.try_into().ok()?;
+        self.pos += 1 + N;
+        Some(v)
+    }
+
+    #[inline(always)]
+    fn u64(&mut self) -> Option<u64> {
+        let first = *self.b.get(self.pos)?;
+        match first {
+            0..=250 => {
+                self.pos += 1;
+                Some(u64::from(first))
+            }
+            251 => Some(u64::from(u16::from_le_bytes(self.take()?))).filter(|&v| v >= 251),
+            252 => Some(u64::from(u32::from_le_bytes(self.take()?))).filter(|&v| v > u64::from(u16::MAX)),
+            253 => Some(u64::from_le_bytes(self.take()?)).filter(|&v| v > u64::from(u32::MAX)),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn u32(&mut self) -> Option<u32> {
+        u32::try_from(self.u64()?).ok()
+    }
+}
 
 /// Unsigned integers (any width) as bincode's `standard()` varint writes them, into a buffer on
 /// the stack: below 251 one byte, else a marker (251, 252, 253 for u16, u32, u64) and the value
@@ -524,6 +600,7 @@ mod tests {
             let flags = p.encode(&mut out);
             assert_eq!((out.clone(), flags), by_bincode(p), "{p:?}");
             assert_eq!(&EventPayload::decode(flags, &out).unwrap(), p);
+            assert_eq!(&EventPayload::decode_by_bincode(flags, &out).unwrap(), p);
             let mut framed = Vec::new();
             write_frame_with(&mut framed, 0x5eed, KIND_EVENT, 9, |o| p.encode(o));
             let mut expected = Vec::new();
@@ -555,6 +632,55 @@ mod tests {
             }
             let extras = id.as_deref().map(|id| EventExtras { event_id: Some(id), request_id: None, error_message: None });
             check(&EventPayload { ts_delta_ms: ts >> shift, shape: shape >> (shift / 2), key, tokens, latency_ms: latency >> (shift / 2), ttft_ms: ttft, extras });
+        });
+    }
+
+    /// The hand decoder never disagrees with bincode: on any bytes, whatever it reads bincode
+    /// reads the same (it leaves the rest to bincode), and the whole decode matches bincode's.
+    #[test]
+    fn hand_decoding_is_bincodes() {
+        use proptest::prelude::*;
+        let same = |kind: u8, b: &[u8]| {
+            let ours = EventPayload::decode(kind, b).map_err(|e| e.0);
+            let theirs = EventPayload::decode_by_bincode(kind, b).map_err(|e| e.0);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                _ => panic!("kind {kind:#x}, bytes {b:?}: hand {ours:?}, bincode {theirs:?}"),
+            }
+            if let Some((p, used)) = EventPayload::decode_fixed(kind, b) {
+                assert!(used <= b.len());
+                let t = &p.tokens;
+                let mut rest = b;
+                let fixed: EventRecord = decode_part(&mut rest).expect("bincode reads what the hand decoder read");
+                assert_eq!(fixed, EventRecord { ts_delta_ms: p.ts_delta_ms, shape: p.shape, key: p.key, tokens: [t[0], t[1], t[3], t[4]], latency_ms: p.latency_ms });
+                if kind & KIND_FLAG_TTFT != 0 {
+                    assert_eq!(decode_part::<u32>(&mut rest).ok(), p.ttft_ms);
+                }
+                if kind & KIND_FLAG_RARE_TOKENS != 0 {
+                    assert_eq!(decode_part::<[u64; 2]>(&mut rest).ok(), Some([t[2], t[5]]));
+                }
+                assert_eq!(b.len() - rest.len(), used);
+            }
+        };
+        // Every marker, each width, in and out of its shortest form, at every position.
+        let widths: [&[u8]; 12] = [&[7], &[250], &[251, 250, 0], &[251, 251, 0], &[251, 255, 255], &[252, 255, 255, 0, 0], &[252, 0, 0, 1, 0], &[252, 255, 255, 255, 255], &[253, 255, 255, 255, 255, 0, 0, 0, 0], &[253, 0, 0, 0, 0, 1, 0, 0, 0], &[254, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[255]];
+        for at in 0..11 {
+            for w in widths {
+                for kind in [0, KIND_FLAG_TTFT, KIND_FLAG_TTFT | KIND_FLAG_RARE_TOKENS, KIND_FLAG_EXTRAS] {
+                    let mut b = Vec::new();
+                    for i in 0..11 {
+                        b.extend_from_slice(if i == at { w } else { &[3] });
+                    }
+                    for cut in 0..=b.len() {
+                        same(kind, &b[..cut]);
+                    }
+                }
+            }
+        }
+        // Random bytes, markers often.
+        proptest!(ProptestConfig::with_cases(3000), |(kind: u8, b in proptest::collection::vec(prop_oneof![0u8..=255, 249u8..=255], 0..60))| {
+            same(kind, &b);
         });
     }
 
