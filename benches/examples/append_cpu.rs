@@ -7,19 +7,14 @@
 //! `cargo run --release -p tokenboard-benches --example append_cpu [ROUNDS [BATCH]]` (ROUNDS of
 //! 1000 events, in batches of BATCH events, 1000 by default). With `TB_FRESH=1` the batches come
 //! fresh from the generator instead, as in the peers bench: 10 000 events generated (untimed),
-//! then appended in batches of BATCH (timed).
+//! then appended in batches of BATCH (timed). With `TB_TRASH=MB` as well, MB megabytes are
+//! written and read between the 10 000-event rounds (untimed), as SQLite's inserts do in the
+//! peers bench: the appender then starts each round with cold caches.
 
 use std::time::Instant;
 
-use tokenboard_benches::{bench_options, Workload};
+use tokenboard_benches::{bench_options, thread_cpu_ns, Workload};
 use tokenboard_engine::{Durability, Engine};
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc_timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid clock id and a valid out pointer.
-    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// The fold thread's CPU time so far (from /proc, in clock ticks of 10 ms).
 fn fold_cpu_ns() -> u64 {
@@ -33,16 +28,6 @@ fn fold_cpu_ns() -> u64 {
         }
     }
     total * 10_000_000
-}
-
-#[repr(C)]
-struct libc_timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-unsafe extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut libc_timespec) -> i32;
 }
 
 fn main() {
@@ -67,7 +52,14 @@ fn main() {
         // then appended in batches of BATCH (timed).
         n = n.div_ceil(10_000) * 10_000;
         let mut w = Workload::new(42, n as u64);
-        for _ in 0..n / 10_000 {
+        let trash_mb: usize = std::env::var("TB_TRASH").ok().map(|v| v.parse().expect("TB_TRASH in MB")).unwrap_or(0);
+        let mut trash = vec![0u64; trash_mb << 17];
+        let mut sum = 0u64;
+        for round in 0..n / 10_000 {
+            for (i, v) in trash.iter_mut().enumerate() {
+                *v = v.wrapping_add(i as u64 ^ round as u64);
+                sum = sum.wrapping_add(*v);
+            }
             let big = w.batch(10_000);
             let (c, t) = (thread_cpu_ns(), Instant::now());
             for b in big.chunks(batch) {
@@ -76,6 +68,7 @@ fn main() {
             cpu += thread_cpu_ns() - c;
             wall += t.elapsed();
         }
+        std::hint::black_box(sum);
     } else {
         let (c, t) = (thread_cpu_ns(), Instant::now());
         for b in batches.iter().cycle().take(rounds) {

@@ -333,6 +333,9 @@ fn keep_scratch<T>(slot: &mut Vec<T>, mut v: Vec<T>, max: usize) {
 const SLICE_BATCH_EVENTS: usize = 1024;
 const SLICE_BATCHES: usize = 8;
 
+/// How far ahead in a batch an append asks for the strings of an event.
+const PREFETCH_EVENTS_AHEAD: usize = 4;
+
 /// The most events an append's reused symbol buffer keeps room for.
 const DIMS_SCRATCH_MAX: usize = 4096;
 
@@ -830,7 +833,12 @@ impl Engine {
         // Within a batch it is compared with the event's own string (in the cache); the first
         // event with the string of the last append's symbol.
         let mut previous: Option<(&NewEvent, [Sym; Dim::COUNT])> = None;
-        for ev in events {
+        for (n, ev) in events.iter().enumerate() {
+            if let Some(ahead) = events.get(n + PREFETCH_EVENTS_AHEAD) {
+                for d in &ahead.dims {
+                    crate::cpu::prefetch_read(d.as_ptr());
+                }
+            }
             let is_new = match &ev.event_id {
                 Some(id) => {
                     let h = Dedup::hash(id);

@@ -4,6 +4,7 @@
 //! The engine knows nothing about HTTP, JSON or async runtimes; the server crate adapts it.
 //! Start at [`Engine::open`]; `docs/architecture.md` has the map and `docs/format.md` the bytes.
 
+mod cpu;
 mod engine;
 mod error;
 pub(crate) mod fold;

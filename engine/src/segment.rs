@@ -86,8 +86,12 @@ pub struct SegmentDict {
     pub strings: Vec<Sym>,
     #[serde(with = "crate::saved::fixed")]
     pub shapes: Vec<Shape>,
+    /// The local id of each symbol the segment defines, indexed by the symbol (`NO_LOCAL_ID`
+    /// elsewhere): symbols are dense from 0, so this is at most 4 bytes per interned string, and
+    /// a lookup is one load (an append looks up every event's key and, for a new shape, its
+    /// strings; a hash map cost it a hash and a probe).
     #[serde(skip)]
-    string_ids: FxHashMap<Sym, u32>,
+    string_ids: Vec<u32>,
     #[serde(skip)]
     shape_ids: FxHashMap<Shape, u32>,
     pub unknown_references: u64,
@@ -108,10 +112,24 @@ impl DictDelta {
     }
 }
 
+/// Marks a symbol the segment does not define in `SegmentDict::string_ids`.
+const NO_LOCAL_ID: u32 = u32::MAX;
+
+fn set_local_id(ids: &mut Vec<u32>, sym: Sym, id: u32) {
+    let i = sym.0 as usize;
+    if i >= ids.len() {
+        ids.resize(i + 1, NO_LOCAL_ID);
+    }
+    ids[i] = id;
+}
+
 impl SegmentDict {
     /// Builds the reverse maps so the writer can continue this segment.
     pub fn enable_writing(&mut self) {
-        self.string_ids = self.strings.iter().enumerate().map(|(i, s)| (*s, i as u32)).collect();
+        self.string_ids = Vec::new();
+        for (i, s) in self.strings.iter().enumerate() {
+            set_local_id(&mut self.string_ids, *s, i as u32);
+        }
         self.shape_ids = self.shapes.iter().enumerate().map(|(i, s)| (*s, i as u32)).collect();
     }
 
@@ -120,7 +138,7 @@ impl SegmentDict {
         SegmentDict {
             strings: self.strings.clone(),
             shapes: self.shapes.clone(),
-            string_ids: FxHashMap::default(),
+            string_ids: Vec::new(),
             shape_ids: FxHashMap::default(),
             unknown_references: self.unknown_references,
         }
@@ -128,14 +146,16 @@ impl SegmentDict {
 
     /// Drops the reverse maps when the segment is sealed.
     pub fn seal(&mut self) {
-        self.string_ids = FxHashMap::default();
+        self.string_ids = Vec::new();
         self.shape_ids = FxHashMap::default();
         self.strings.shrink_to_fit();
         self.shapes.shrink_to_fit();
     }
 
     fn local_string(&mut self, sym: Sym, delta: &mut DictDelta) -> u32 {
-        if let Some(&id) = self.string_ids.get(&sym) {
+        if let Some(&id) = self.string_ids.get(sym.0 as usize)
+            && id != NO_LOCAL_ID
+        {
             return id;
         }
         let id = self.strings.len() as u32;
@@ -143,7 +163,7 @@ impl SegmentDict {
             delta.first_string_id = id;
         }
         self.strings.push(sym);
-        self.string_ids.insert(sym, id);
+        set_local_id(&mut self.string_ids, sym, id);
         delta.strings.push(sym);
         id
     }
@@ -175,7 +195,7 @@ impl SegmentDict {
             self.shape_ids.remove(&s);
         }
         for s in self.strings.drain(n_strings.min(self.strings.len())..) {
-            self.string_ids.remove(&s);
+            set_local_id(&mut self.string_ids, s, NO_LOCAL_ID);
         }
     }
 
@@ -224,7 +244,7 @@ impl SegmentDict {
     pub fn heap_bytes(&self) -> usize {
         self.strings.capacity() * 4
             + self.shapes.capacity() * std::mem::size_of::<Shape>()
-            + self.string_ids.capacity() * 9
+            + self.string_ids.capacity() * 4
             + self.shape_ids.capacity() * (std::mem::size_of::<Shape>() + 5)
     }
 }
