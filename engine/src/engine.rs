@@ -834,10 +834,15 @@ impl Engine {
         // event with the string of the last append's symbol.
         let mut previous: Option<(&NewEvent, [Sym; Dim::COUNT])> = None;
         for (n, ev) in events.iter().enumerate() {
-            if let Some(ahead) = events.get(n + PREFETCH_EVENTS_AHEAD) {
+            // The strings of an event a few ahead, then (once they have come) the interner's
+            // slot for its key, the dimension with most values.
+            if let Some(ahead) = events.get(n + 2 * PREFETCH_EVENTS_AHEAD) {
                 for d in &ahead.dims {
                     crate::cpu::prefetch_read(d.as_ptr());
                 }
+            }
+            if let Some(ahead) = events.get(n + PREFETCH_EVENTS_AHEAD) {
+                st.interner.prefetch(&ahead.dims[Dim::Key as usize]);
             }
             let is_new = match &ev.event_id {
                 Some(id) => {

@@ -660,7 +660,7 @@ impl DayBlock {
     fn heap_bytes(&self) -> usize {
         // Parts still in the saved state are in its mapped file, not the heap.
         let minutes: &[Option<Box<MinuteSlot>>] = self.minutes.loaded().map_or(&[], |m| m);
-        let mut bytes = minutes.len() * size_of::<Option<Box<MinuteSlot>>>() + self.keys.loaded().map_or(0, KeyMap::heap_bytes);
+        let mut bytes = std::mem::size_of_val(minutes) + self.keys.loaded().map_or(0, KeyMap::heap_bytes);
         for slot in minutes.iter().flatten() {
             bytes += size_of::<MinuteSlot>() + slot.hist.heap_bytes();
         }
