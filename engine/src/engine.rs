@@ -976,9 +976,13 @@ impl Engine {
         let mut seq = *next_seq;
         let last_new = dims_of.iter().rposition(Option::is_some);
         let mut dict_payloads = Vec::new();
+        let max_ts = now.saturating_add(opts.future_skew_max_ms);
         for (i, ev) in events.iter().enumerate() {
+            // What the dictionary will read for an event a few ahead.
+            if let (Some(Some(dims)), Some(ahead)) = (dims_of.get(i + PREFETCH_EVENTS_AHEAD), events.get(i + PREFETCH_EVENTS_AHEAD)) {
+                live.dict.prefetch(&Shape::of(dims, ahead, ahead.ts_ms > max_ts), dims[Dim::Key as usize]);
+            }
             let Some(dims) = &dims_of[i] else { continue };
-            let max_ts = now.saturating_add(opts.future_skew_max_ms);
             let (ts_ms, clamped) = if ev.ts_ms > max_ts { (max_ts, true) } else { (ev.ts_ms, false) };
             let shape = Shape::of(dims, ev, clamped);
             let mut delta = segment::DictDelta::default();

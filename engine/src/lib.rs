@@ -14,6 +14,7 @@ pub mod index;
 pub mod interner;
 pub mod rollup;
 mod saved;
+mod table;
 pub mod segment;
 pub mod verify;
 pub mod views;

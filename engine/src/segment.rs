@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::table::OpenMap;
 use crate::event::{Dim, NewEvent, Quality, StoredEvent, Sym, Tokens};
 use crate::saved::fixed::{self, Fixed};
 use crate::format::{
@@ -93,7 +93,7 @@ pub struct SegmentDict {
     #[serde(skip)]
     string_ids: Vec<u32>,
     #[serde(skip)]
-    shape_ids: FxHashMap<Shape, u32>,
+    shape_ids: OpenMap<Shape, u32>,
     pub unknown_references: u64,
 }
 
@@ -139,7 +139,7 @@ impl SegmentDict {
             strings: self.strings.clone(),
             shapes: self.shapes.clone(),
             string_ids: Vec::new(),
-            shape_ids: FxHashMap::default(),
+            shape_ids: OpenMap::default(),
             unknown_references: self.unknown_references,
         }
     }
@@ -147,7 +147,7 @@ impl SegmentDict {
     /// Drops the reverse maps when the segment is sealed.
     pub fn seal(&mut self) {
         self.string_ids = Vec::new();
-        self.shape_ids = FxHashMap::default();
+        self.shape_ids = OpenMap::default();
         self.strings.shrink_to_fit();
         self.shapes.shrink_to_fit();
     }
@@ -168,10 +168,19 @@ impl SegmentDict {
         id
     }
 
+    /// Asks the CPU for what `local_ids` will read for `shape` and `key`, ahead of it.
+    #[inline]
+    pub fn prefetch(&self, shape: &Shape, key: Sym) {
+        if let Some(id) = self.string_ids.get(key.0 as usize) {
+            crate::cpu::prefetch_read((id as *const u32).cast());
+        }
+        self.shape_ids.prefetch(shape);
+    }
+
     /// Local ids for an event's shape and key, recording new definitions in `delta`.
     pub fn local_ids(&mut self, shape: &Shape, key: Sym, delta: &mut DictDelta) -> (u32, u32) {
         let key_id = self.local_string(key, delta);
-        if let Some(&id) = self.shape_ids.get(shape) {
+        if let Some(id) = self.shape_ids.get(shape) {
             return (id, key_id);
         }
         let mut dims = [0u32; Dim::COUNT];
@@ -191,8 +200,9 @@ impl SegmentDict {
     /// Forgets definitions made after the dictionary held `n_strings` and `n_shapes`: they were
     /// never written.
     pub fn truncate(&mut self, n_strings: usize, n_shapes: usize) {
-        for s in self.shapes.drain(n_shapes.min(self.shapes.len())..) {
-            self.shape_ids.remove(&s);
+        if n_shapes < self.shapes.len() {
+            self.shapes.truncate(n_shapes);
+            self.shape_ids.retain(|_, &id| (id as usize) < n_shapes);
         }
         for s in self.strings.drain(n_strings.min(self.strings.len())..) {
             set_local_id(&mut self.string_ids, s, NO_LOCAL_ID);
@@ -245,7 +255,7 @@ impl SegmentDict {
         self.strings.capacity() * 4
             + self.shapes.capacity() * std::mem::size_of::<Shape>()
             + self.string_ids.capacity() * 4
-            + self.shape_ids.capacity() * (std::mem::size_of::<Shape>() + 5)
+            + self.shape_ids.heap_bytes()
     }
 }
 
