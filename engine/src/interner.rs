@@ -82,7 +82,7 @@ impl Interner {
     #[inline(always)]
     fn find(&self, h: u64, s: &str) -> Result<Sym, usize> {
         let tag = tag_of(h, s.len());
-        let inline = padded(s);
+        let inline = s.len() <= INLINE;
         let mask = self.slots.len() - 1;
         let mut i = h as usize & mask;
         loop {
@@ -90,10 +90,12 @@ impl Interner {
             if slot.sym == EMPTY_SLOT {
                 return Err(i);
             }
+            // Equal tags mean equal lengths (below 255).
             if slot.tag == tag
-                && match &inline {
-                    Some(b) => slot.inline == *b,
-                    None => same_str(&self.strings[slot.sym as usize], s),
+                && if inline {
+                    same_bytes(&slot.inline[..s.len()], s.as_bytes())
+                } else {
+                    same_str(&self.strings[slot.sym as usize], s)
                 }
             {
                 return Ok(Sym(slot.sym));
@@ -181,7 +183,11 @@ impl Interner {
 /// end compare every byte (a call to `memcmp` cost more than the comparison itself).
 #[inline(always)]
 pub(crate) fn same_str(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
