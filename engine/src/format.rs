@@ -394,7 +394,9 @@ impl<'a> EventPayload<'a> {
         Some((p, r.pos))
     }
 
-    fn decode_by_bincode(kind: u8, payload: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
+    /// `decode` all by bincode: the reference the hand decoder must agree with (tests, fuzzing).
+    #[doc(hidden)]
+    pub fn decode_by_bincode(kind: u8, payload: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
         let mut rest = payload;
         let fixed: EventRecord = decode_part(&mut rest)?;
         let f = fixed.tokens;

@@ -1,5 +1,6 @@
-//! Frame and payload decoding: never panics, never accepts a frame whose CRC does not match, and
-//! every accepted event payload decodes within the format's bounds.
+//! Frame and payload decoding: never panics, never accepts a frame whose CRC does not match,
+//! every accepted event payload decodes within the format's bounds, and on any bytes the hand
+//! payload decoder agrees with bincode's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,6 +26,13 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(_) => rest = &rest[1..],
         }
+    }
+    // Any bytes as an event payload: the hand decoder agrees with bincode's.
+    let kind = data[0];
+    match (EventPayload::decode(kind, &data[4..]), EventPayload::decode_by_bincode(kind, &data[4..])) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("hand decoder {a:?}, bincode {b:?}"),
     }
     // Anything the writer frames is accepted back unchanged.
     let payload = &data[4..data.len().min(4 + 1024)];
