@@ -1468,6 +1468,12 @@ fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved_file: &
         seg.min_ts = ss.min_ts;
         seg.max_ts = ss.max_ts;
         seg.blocks = ss.blocks;
+        // A dictionary naming a symbol the interner does not hold is not this log's state (and
+        // the writer's symbol-indexed map would be sized by it): rebuild instead.
+        let n_syms = interner.len();
+        if ss.dict.strings.iter().chain(ss.dict.shapes.iter().flat_map(|s| &s.dims)).any(|s| s.0 as usize >= n_syms) {
+            return None;
+        }
         seg.dict = ss.dict;
         // The index stays in the saved file (kept mapped) until first used.
         seg.set_index(LazyIndex::saved(saved_file.blob(&ss.index)?, ss.index.crc));
