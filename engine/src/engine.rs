@@ -1202,13 +1202,18 @@ impl Engine {
                 let _ = full_tx.send(batch);
             });
             match scanner {
-                Ok(_) => {
+                Ok(scanner) => {
                     // By value: were a fold to panic, the receiver goes with the unwinding and
                     // the scanner stops at its next send, so the scope can end.
                     for mut batch in full_rx {
                         add(&mut views, &batch);
                         batch.clear();
                         let _ = empty_tx.send(batch);
+                    }
+                    // A panic of the scan goes on as itself (the scope would report only that
+                    // a thread panicked).
+                    if let Err(panic) = scanner.join() {
+                        std::panic::resume_unwind(panic);
                     }
                     true
                 }
