@@ -1187,8 +1187,8 @@ impl Engine {
             let scanner = std::thread::Builder::new().name("tokenboard-slice".into()).spawn_scoped(scope, move || {
                 let mut batch = Vec::with_capacity(SLICE_BATCH_EVENTS);
                 for (seg, ix) in snap.segments() {
-                    let go = index::scan_segment_filtered(seg, ix, filt, &mut |ev| {
-                        batch.push(ev.clone());
+                    let go = index::scan_segment_filtered_owned(seg, ix, filt, &mut |ev| {
+                        batch.push(ev);
                         if batch.len() < SLICE_BATCH_EVENTS {
                             return true;
                         }

@@ -501,12 +501,17 @@ pub fn scan_segment_range(seg: &Segment, from_ms: i64, to_ms: i64, f: &mut dyn F
 /// blocks the time bounds, the key blocks and the bitmaps `ix` allow. A reader copy of the live
 /// segment has no bitmaps: pass `None` for it. Stops when `f` returns false and returns false then.
 pub fn scan_segment_filtered(seg: &Segment, ix: Option<&SegmentIndex>, filter: &LogFilter, f: &mut dyn FnMut(&StoredEvent) -> bool) -> bool {
+    scan_segment_filtered_owned(seg, ix, filter, &mut |ev| f(&ev))
+}
+
+/// `scan_segment_filtered`, handing each event over (a caller that keeps it need not copy it).
+pub fn scan_segment_filtered_owned(seg: &Segment, ix: Option<&SegmentIndex>, filter: &LogFilter, f: &mut dyn FnMut(StoredEvent) -> bool) -> bool {
     if seg.n_events == 0 || !filter.overlaps(seg.min_ts, seg.max_ts) {
         return true;
     }
     let Some(ix) = ix else {
         for (b, block) in seg.blocks.iter().enumerate() {
-            if filter.overlaps(block.min_ts, block.max_ts) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(&ev)) {
+            if filter.overlaps(block.min_ts, block.max_ts) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(ev)) {
                 return false;
             }
         }
@@ -524,7 +529,7 @@ pub fn scan_segment_filtered(seg: &Segment, ix: Option<&SegmentIndex>, filter: &
     if cand.as_ref().is_some_and(|c| c.is_empty()) {
         return true;
     }
-    let mut visit = |ev: StoredEvent| !filter.matches(&ev) || f(&ev);
+    let mut visit = |ev: StoredEvent| !filter.matches(&ev) || f(ev);
     for (b, block) in seg.blocks.iter().enumerate() {
         if !filter.overlaps(block.min_ts, block.max_ts) || key_blocks.as_ref().is_some_and(|kb| !kb.contains(b as u32)) {
             continue;
