@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rustc_hash::FxBuildHasher;
 
 use crate::event::Sym;
+use crate::table::{OpenTable, TableSlot};
 
 pub const STRINGS_MAX: usize = 16 << 20;
 
@@ -32,31 +33,35 @@ struct Slot {
 }
 
 const EMPTY_SLOT: u32 = u32::MAX;
-const FREE: Slot = Slot { tag: 0, sym: EMPTY_SLOT, inline: [0; INLINE] };
+
+impl TableSlot for Slot {
+    const FREE: Slot = Slot { tag: 0, sym: EMPTY_SLOT, inline: [0; INLINE] };
+    fn is_free(&self) -> bool {
+        self.sym == EMPTY_SLOT
+    }
+}
 
 /// The tag of a string of `len` bytes with hash `h`.
 fn tag_of(h: u64, len: usize) -> u32 {
     ((h >> 40) as u32) << 8 | len.min(255) as u32
 }
 
-/// `s` zero-padded, if it fits in a slot.
-#[inline(always)]
-fn padded(s: &str) -> Option<[u8; INLINE]> {
-    (s.len() <= INLINE).then(|| {
-        let mut b = [0; INLINE];
+/// What a slot keeps of `s`: the string zero-padded if it fits, else zeros.
+fn inline_bytes(s: &str) -> [u8; INLINE] {
+    let mut b = [0; INLINE];
+    if s.len() <= INLINE {
         b[..s.len()].copy_from_slice(s.as_bytes());
-        b
-    })
+    }
+    b
 }
 
-/// Strings and their symbols. The table is open-addressed (linear probing, at most 3/4 full)
-/// and written here rather than taken from a hash map crate so that an append can ask the CPU
-/// for the slot of an event's key a few events ahead (`prefetch`), and so that a slot holds a
-/// short string itself: a lookup with cold caches (a batch fresh from a parser) then costs one
+/// Strings and their symbols, found through an `OpenTable` (rather than a hash map crate) so that
+/// an append can ask the CPU for the slot of an event's key a few events ahead (`prefetch`), and
+/// so that a slot holds a short string itself: a lookup with cold caches (a batch fresh from a parser) then costs one
 /// memory access where a map of `Arc<str>` cost three (control bytes, bucket, string).
 #[derive(Debug)]
 pub struct Interner {
-    slots: Vec<Slot>,
+    slots: OpenTable<Slot>,
     strings: Vec<Arc<str>>,
 }
 
@@ -70,49 +75,42 @@ fn hash(s: &str) -> u64 {
     FxBuildHasher.hash_one(s)
 }
 
+/// The table's first size.
+const SLOTS_MIN: usize = 64;
+
 impl Interner {
     pub fn new() -> Interner {
-        let mut i = Interner { slots: vec![FREE; 64], strings: Vec::new() };
+        let mut i = Interner { slots: OpenTable::default(), strings: Vec::new() };
         let empty = i.add(hash(""), "");
         debug_assert_eq!(empty, Some(Sym::EMPTY));
         i
     }
 
-    /// The symbol of `s` if interned, else the free slot where it would go.
+    /// The symbol of `s`, whose hash is `h`, if interned.
     #[inline(always)]
-    fn find(&self, h: u64, s: &str) -> Result<Sym, usize> {
+    fn find(&self, h: u64, s: &str) -> Option<Sym> {
         let tag = tag_of(h, s.len());
         let inline = s.len() <= INLINE;
-        let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
-        loop {
-            let slot = &self.slots[i];
-            if slot.sym == EMPTY_SLOT {
-                return Err(i);
-            }
+        let slot = self.slots.find(h, |slot| {
             // Equal tags mean equal lengths (below 255).
-            if slot.tag == tag
+            slot.tag == tag
                 && if inline {
                     same_bytes(&slot.inline[..s.len()], s.as_bytes())
                 } else {
                     same_str(&self.strings[slot.sym as usize], s)
                 }
-            {
-                return Ok(Sym(slot.sym));
-            }
-            i = (i + 1) & mask;
-        }
+        })?;
+        Some(Sym(slot.sym))
     }
 
     pub fn get(&self, s: &str) -> Option<Sym> {
-        self.find(hash(s), s).ok()
+        self.find(hash(s), s)
     }
 
     /// Asks the CPU for the slot where `s` would be found, ahead of its lookup.
     #[inline(always)]
     pub(crate) fn prefetch(&self, s: &str) {
-        let i = hash(s) as usize & (self.slots.len() - 1);
-        crate::cpu::prefetch_read((&self.slots[i] as *const Slot).cast());
+        self.slots.prefetch(hash(s));
     }
 
     /// Returns the symbol of `s`, adding it when new; `None` when the interner is full.
@@ -120,8 +118,8 @@ impl Interner {
     pub fn intern(&mut self, s: &str) -> Option<Sym> {
         let h = hash(s);
         match self.find(h, s) {
-            Ok(sym) => Some(sym),
-            Err(_) => self.add(h, s),
+            Some(sym) => Some(sym),
+            None => self.add(h, s),
         }
     }
 
@@ -130,31 +128,12 @@ impl Interner {
         if self.strings.len() >= STRINGS_MAX {
             return None;
         }
-        if (self.strings.len() + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
         let sym = self.strings.len() as u32;
+        let slot = Slot { tag: tag_of(h, s.len()), sym, inline: inline_bytes(s) };
+        let strings = &self.strings;
+        self.slots.insert_new(h, slot, SLOTS_MIN, |slot| hash(&strings[slot.sym as usize]));
         self.strings.push(Arc::from(s));
-        self.place(h, sym);
         Some(Sym(sym))
-    }
-
-    /// Puts `sym` (whose string is in `strings`) in the first free slot from its hash on.
-    fn place(&mut self, h: u64, sym: u32) {
-        let s = &self.strings[sym as usize];
-        let mask = self.slots.len() - 1;
-        let mut i = h as usize & mask;
-        while self.slots[i].sym != EMPTY_SLOT {
-            i = (i + 1) & mask;
-        }
-        self.slots[i] = Slot { tag: tag_of(h, s.len()), sym, inline: padded(s).unwrap_or([0; INLINE]) };
-    }
-
-    fn grow(&mut self) {
-        self.slots = vec![FREE; self.slots.len() * 2];
-        for sym in 0..self.strings.len() as u32 {
-            self.place(hash(&self.strings[sym as usize]), sym);
-        }
     }
 
     pub fn resolve(&self, sym: Sym) -> &str {
@@ -175,7 +154,7 @@ impl Interner {
 
     pub fn heap_bytes(&self) -> usize {
         let text: usize = self.strings.iter().map(|s| s.len() + 16).sum();
-        text + self.strings.capacity() * 16 + self.slots.capacity() * std::mem::size_of::<Slot>()
+        text + self.strings.capacity() * 16 + self.slots.heap_bytes()
     }
 }
 
