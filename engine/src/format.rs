@@ -356,17 +356,21 @@ impl<'a> EventPayload<'a> {
     }
 
     pub fn decode(kind: u8, payload: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
-        if let Some((mut p, used)) = Self::decode_fixed(kind, payload) {
-            let mut rest = &payload[used..];
-            if kind & KIND_FLAG_EXTRAS != 0 {
-                p.extras = Some(decode_part(&mut rest)?);
-            }
-            if !rest.is_empty() {
-                return Err(PayloadError(format!("{} trailing bytes", rest.len())));
-            }
-            return Ok(p);
+        match Self::decode_fixed(kind, payload) {
+            Some((p, used)) => p.with_extras(kind, &payload[used..]),
+            None => Self::decode_by_bincode(kind, payload),
         }
-        Self::decode_by_bincode(kind, payload)
+    }
+
+    /// The extras, if the kind says so, from `rest`, which must hold nothing else.
+    fn with_extras(mut self, kind: u8, mut rest: &'a [u8]) -> Result<EventPayload<'a>, PayloadError> {
+        if kind & KIND_FLAG_EXTRAS != 0 {
+            self.extras = Some(decode_part(&mut rest)?);
+        }
+        if !rest.is_empty() {
+            return Err(PayloadError(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(self)
     }
 
     /// The parts before the extras, read by hand, and the bytes they took; `None` unless every
@@ -417,13 +421,7 @@ impl<'a> EventPayload<'a> {
             p.tokens[2] = cache_write;
             p.tokens[5] = unclassified;
         }
-        if kind & KIND_FLAG_EXTRAS != 0 {
-            p.extras = Some(decode_part(&mut rest)?);
-        }
-        if !rest.is_empty() {
-            return Err(PayloadError(format!("{} trailing bytes", rest.len())));
-        }
-        Ok(p)
+        p.with_extras(kind, rest)
     }
 }
 
