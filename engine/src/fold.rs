@@ -35,9 +35,10 @@ use crate::views::{Sign, Views};
 /// (or are folded inline while the thread sleeps), and go to the thread once this many gathered.
 pub(crate) const ASYNC_MIN_EVENTS: usize = 128;
 
-/// Small appends of this many events within one millisecond of the engine's clock wake the
-/// sleeping fold thread, so that the following ones are left pending for it; sparser ones fold
-/// inline (a wake costs more than many inline folds).
+/// Small appends of this many events within one reading of the engine's clock (a millisecond; a
+/// tick of the default coarse clock, up to 4 ms) wake the sleeping fold thread, so that the
+/// following ones are left pending for it; sparser ones fold inline (a wake costs more than many
+/// inline folds).
 const DENSE_EVENTS: usize = 64;
 
 /// Batches, and events, handed to the fold thread and not yet folded before an appender waits
@@ -134,13 +135,13 @@ pub(crate) struct FoldQueue {
     in_flight: std::collections::VecDeque<(u64, usize)>,
     in_flight_events: usize,
     /// Small appends' events counted (inline, or the one that tipped them into pending) in the
-    /// engine clock's millisecond `dense_ms`, while the thread slept.
+    /// engine clock's reading `dense_ms`, while the thread slept.
     dense_ms: i64,
     dense_events: usize,
 }
 
 impl FoldQueue {
-    /// Whether small appends come densely: `n` more events in the clock's millisecond `now_ms`.
+    /// Whether small appends come densely: `n` more events at the clock's reading `now_ms`.
     fn dense(&mut self, n: usize, now_ms: i64) -> bool {
         if self.dense_ms != now_ms {
             self.dense_ms = now_ms;
