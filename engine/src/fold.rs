@@ -65,6 +65,64 @@ const STAY_AWAKE: Duration = Duration::from_micros(500);
 /// the thread for the events pending.
 type Batch = (Vec<StoredEvent>, u64);
 
+/// A lock held for a few instructions at a time (a push, a take), taken by a compare-and-swap
+/// and released by a plain store: a `Mutex` releases with a second atomic swap (it must see
+/// whether a thread sleeps on it), and each atomic instruction drains the store buffer; the
+/// pending lock is taken on every one-event append. A thread that finds it held spins, then
+/// yields. It does not poison: what it guards is a vector and a number, whole after a panic.
+struct SpinLock<T> {
+    held: AtomicBool,
+    value: std::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through a guard, and one guard exists at a time.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+struct SpinGuard<'a, T>(&'a SpinLock<T>);
+
+impl<T> SpinLock<T> {
+    fn new(value: T) -> SpinLock<T> {
+        SpinLock { held: AtomicBool::new(false), value: std::cell::UnsafeCell::new(value) }
+    }
+
+    #[inline]
+    fn lock(&self) -> SpinGuard<'_, T> {
+        // SeqCst: `submit` and `next_batch` rely on the swap being a full fence (see there).
+        let mut spins = 0u32;
+        while self.held.compare_exchange_weak(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        SpinGuard(self)
+    }
+}
+
+impl<T> std::ops::Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock.
+        unsafe { &*self.0.value.get() }
+    }
+}
+
+impl<T> std::ops::DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this guard holds the lock, and is borrowed mutably.
+        unsafe { &mut *self.0.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.held.store(false, Ordering::Release);
+    }
+}
+
 /// Events of small appends not yet handed to the views (see the module's notes).
 #[derive(Default)]
 struct Pending {
@@ -117,7 +175,7 @@ pub(crate) struct Fold {
     failed: AtomicBool,
     subscribers: Mutex<Vec<SyncSender<Arc<[StoredEvent]>>>>,
     /// Small appends' events, in sequence order, after every batch handed over before them.
-    pending: Mutex<Pending>,
+    pending: SpinLock<Pending>,
     /// Set while the fold thread sleeps for the next batch (and a moment before, while it checks
     /// for events pending).
     asleep: AtomicBool,
@@ -168,7 +226,7 @@ impl Fold {
             waiters: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             subscribers: Mutex::new(Vec::new()),
-            pending: Mutex::new(Pending::default()),
+            pending: SpinLock::new(Pending::default()),
             asleep: AtomicBool::new(false),
             spare: Mutex::new(Vec::new()),
         });
@@ -207,9 +265,13 @@ impl Fold {
                         return None;
                     }
                     // SeqCst with `submit`: either an appender that leaves events pending sees
-                    // this flag and wakes the thread, or the thread sees its events here.
+                    // this flag and wakes the thread, or the thread sees its events here. (The
+                    // pending lock's release is a plain store, but its taking is a SeqCst swap:
+                    // if the thread took it first, the appender's later swap, and so its load of
+                    // the flag, come after this store; if the appender did, the thread sees its
+                    // events.)
                     self.asleep.store(true, Ordering::SeqCst);
-                    if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).events.is_empty() {
+                    if !self.pending.lock().events.is_empty() {
                         self.asleep.store(false, Ordering::SeqCst);
                         since = Instant::now();
                         continue;
@@ -224,7 +286,7 @@ impl Fold {
 
     /// Takes the events pending, if any.
     fn take_pending(&self) -> Option<Pending> {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.pending.lock();
         (!p.events.is_empty()).then(|| std::mem::take(&mut *p))
     }
 
@@ -336,7 +398,7 @@ impl Fold {
             self.fold_here(std::mem::take(batch), last_seq);
         } else {
             let full = {
-                let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut p = self.pending.lock();
                 if p.events.is_empty() {
                     p.after = queue.through;
                     if p.events.capacity() == 0 {
@@ -485,5 +547,37 @@ impl Fold {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue_max);
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spin_lock_lets_one_thread_in_at_a_time() {
+        // Unsynchronised read-modify-writes of a pair under the lock: a second thread inside
+        // would lose increments or see the pair differ.
+        let lock = Arc::new(SpinLock::new((0u64, 0u64)));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        let mut g = lock.lock();
+                        let pair = &mut *g;
+                        let (a, b) = *pair;
+                        assert_eq!(a, b, "another thread was inside");
+                        pair.0 = a + 1;
+                        std::hint::black_box(&mut *pair);
+                        pair.1 = b + 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*lock.lock(), (200_000, 200_000));
     }
 }
