@@ -665,7 +665,12 @@ impl Engine {
                     // The segment's bitmaps, built on the index thread.
                     let _ = to_indexer.send(IndexWork::Entries(std::mem::take(&mut entries)));
                     let _ = to_indexer.send(IndexWork::Finish);
-                    seg.set_index(LazyIndex::loaded(built_indexes.recv().expect("the index thread does not panic")));
+                    let mut index = built_indexes.recv().expect("the index thread does not panic");
+                    if newest {
+                        // A sealed one is compacted when it is sealed, below.
+                        index.flush();
+                    }
+                    seg.set_index(LazyIndex::loaded(index));
                     for issue in outcome.issues {
                         report.issues.push(RecoveryIssue { segment: path.clone(), kind: RecoveryIssueKind::Scan(issue) });
                     }
@@ -691,10 +696,7 @@ impl Engine {
             // Sealed-at times: a segment stopped taking appends when the next one was created.
             for i in 0..loaded.len().saturating_sub(1) {
                 let next_created = loaded[i + 1].header.created_ms;
-                loaded[i].sealed_at_ms = Some(next_created);
-                loaded[i].sealed = true;
-                loaded[i].dict.seal();
-                loaded[i].index_mut().seal();
+                loaded[i].seal(next_created);
             }
             (loaded, live_file, interner, dedup, last_seq, views)
         };
@@ -706,10 +708,7 @@ impl Engine {
             None => {
                 // No segment yet, or the newest one has an unreadable header.
                 if let Some(last) = loaded.last_mut() {
-                    last.sealed = true;
-                    last.sealed_at_ms = Some(now);
-                    last.dict.seal();
-                    last.index_mut().seal();
+                    last.seal(now);
                 }
                 let (seg, file) = create_segment(&opts, next_seq, now)?;
                 (seg, Arc::new(file))
@@ -1048,11 +1047,8 @@ impl Engine {
         let mut old = std::mem::replace(&mut st.live, seg);
         let old_file = std::mem::replace(&mut st.live_file, file);
         release_tail(&old_file, old.committed_len, old.file_len);
-        old.sealed = true;
-        old.sealed_at_ms = Some(now);
-        old.dict.seal();
         old.set_index(LazyIndex::loaded(old_index));
-        old.index_mut().seal();
+        old.seal(now);
         st.sealed.push(Arc::new(old));
         Ok(())
     }

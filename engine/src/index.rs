@@ -163,25 +163,33 @@ impl SegmentIndex {
     pub fn seal(&mut self) {
         self.fold_tail();
         self.tail = Vec::new();
-        for map in self.by_dim.iter_mut() {
-            map.values_mut().for_each(|b| {
-                b.optimize();
-            });
-            map.shrink_to_fit();
-        }
-        self.by_status.values_mut().for_each(|b| {
-            b.optimize();
-        });
-        self.key_blocks.values_mut().for_each(|b| {
-            b.optimize();
-        });
-        self.key_blocks.shrink_to_fit();
-        self.failed.optimize();
+        self.compact();
     }
 
-    /// Folds the buffer (after a rebuild, so a sealed or reopened segment starts lean).
+    /// Folds the buffer and compacts the bitmaps (after a rebuild, so a sealed or reopened
+    /// segment starts lean).
     pub fn flush(&mut self) {
         self.fold_tail();
+        self.compact();
+    }
+
+    /// Each bitmap in its smallest container kinds, and in no more memory than it holds: a
+    /// container built by appends keeps the spare capacity of its growth (a quarter of the
+    /// bitmaps' memory, 18 MB at 10 M events), and `roaring` has no `shrink_to_fit`, but a clone
+    /// allocates each container at its length.
+    fn compact(&mut self) {
+        fn compact(b: &mut RoaringBitmap) {
+            b.optimize();
+            *b = b.clone();
+        }
+        for map in self.by_dim.iter_mut() {
+            map.values_mut().for_each(compact);
+            map.shrink_to_fit();
+        }
+        self.by_status.values_mut().for_each(compact);
+        self.key_blocks.values_mut().for_each(compact);
+        self.key_blocks.shrink_to_fit();
+        compact(&mut self.failed);
     }
 
     /// Sequence deltas of buffered events matching the indexed part of `filter`.

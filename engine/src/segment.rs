@@ -364,12 +364,17 @@ pub fn encode_dict(delta: &DictDelta, interner: &Interner, out: &mut Vec<Vec<u8>
     }
 }
 
+/// Packed to 4-byte alignment: 20 bytes where the natural layout pads to 24 (a block per 64
+/// events; 0.6 MB at 10 M events). Fields are only read and written by value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub struct Block {
     pub offset: u32,
     pub min_ts: i64,
     pub max_ts: i64,
 }
+
+const _: () = assert!(std::mem::size_of::<Block>() == 20);
 
 impl Fixed for Block {
     const SIZE: usize = 20;
@@ -527,6 +532,17 @@ impl Segment {
     pub fn index_mut(&mut self) -> &mut SegmentIndex {
         self.index();
         self.index.get_mut().expect("loaded just above")
+    }
+
+    /// Marks the segment sealed at `at_ms` (it takes no more events), and drops or trims what
+    /// only its writer needed: the dictionary's reverse maps, the spare capacity of the blocks,
+    /// the bitmaps' buffer and theirs.
+    pub fn seal(&mut self, at_ms: i64) {
+        self.sealed = true;
+        self.sealed_at_ms = Some(at_ms);
+        self.dict.seal();
+        self.blocks.shrink_to_fit();
+        self.index_mut().seal();
     }
 
     /// Takes the bitmaps out, loading them first if they are still in the saved state.
