@@ -1756,7 +1756,7 @@ mod tests {
     }
 
     fn event(i: u64) -> NewEvent {
-        let mut e = NewEvent { ts_ms: 1_767_225_600_000 + i as i64 * 1000, status: if i % 7 == 0 { 500 } else { 200 }, latency_ms: 100, ..NewEvent::default() };
+        let mut e = NewEvent { ts_ms: 1_767_225_600_000 + i as i64 * 1000, status: if i.is_multiple_of(7) { 500 } else { 200 }, latency_ms: 100, ..NewEvent::default() };
         e.success = e.status == 200;
         e.dims[Dim::Model as usize] = format!("model-{}", i % 5);
         e.dims[Dim::Key as usize] = format!("key-{}", i % 11);

@@ -995,7 +995,8 @@ fn a_saved_state_that_does_not_match_the_log_is_not_used() {
     let newest = segments.last().unwrap().file_name().unwrap().to_owned();
     let oldest = segments[0].file_name().unwrap().to_owned();
 
-    let cases: [(&str, &dyn Fn(&std::path::Path)); 5] = [
+    type Damage<'a> = (&'a str, &'a dyn Fn(&std::path::Path));
+    let cases: [Damage; 5] = [
         ("no clean-shutdown marker", &|d| std::fs::remove_file(d.join("clean-shutdown")).unwrap()),
         ("a damaged state file", &|d| {
             let p = d.join(SAVED);
