@@ -7,48 +7,11 @@
 //! totals (then a clean close, which saves the state again, unless `--no-close` follows), timed
 //! in this new process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// The system allocator, counting the bytes live: the engine's own `heap_bytes` is an estimate
-/// (bitmaps by their serialized size, vectors by capacity); this is what was really allocated.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to `System` with the same arguments; the counter changes nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-        }
-        p
-    }
-}
-
+/// Counts what is really allocated (the engine's `heap_bytes` is an estimate).
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: tokenboard_benches::CountingAlloc = tokenboard_benches::CountingAlloc;
 
 use tokenboard_benches::{bench_options, dataset, dataset_events};
 use tokenboard_engine::Engine;
@@ -87,12 +50,12 @@ fn main() {
     }
     let n = dataset_events();
     let dir = dataset(n);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = tokenboard_benches::allocated_bytes();
     let start = Instant::now();
     let (e, report) = Engine::open(bench_options(&dir)).expect("open dataset");
     let took = start.elapsed();
     let s = e.status();
-    let counted = LIVE.load(Ordering::Relaxed) - before;
+    let counted = tokenboard_benches::allocated_bytes() - before;
     println!("dataset {}: {} events in {} segments", dir.display(), report.events, s.segments);
     println!("rebuild: {took:.2?} ({:.2} M events/s)", n as f64 / took.as_secs_f64() / 1e6);
     println!("disk: {:.1} bytes per event", s.bytes_on_disk as f64 / s.events as f64);
