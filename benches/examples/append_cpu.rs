@@ -2,7 +2,7 @@
 //! on a noisy machine (wall-clock throughput moves ±5 % run to run here; the appender's own CPU
 //! time moves less). Appends `ROUNDS` × 1000-event batches (8 batches cycled, as the criterion
 //! bench does) under `interval`, after a warm-up, and prints ns of appender CPU per event and
-//! the wall-clock rate.
+//! the wall-clock rate, and the longest single append (a segment roll's stall).
 //!
 //! `cargo run --release -p tokenboard-benches --example append_cpu [ROUNDS [BATCH]]` (ROUNDS of
 //! 1000 events, in batches of BATCH events, 1000 by default). With `TB_FRESH=1` the batches come
@@ -45,6 +45,8 @@ fn main() {
     }
     let fresh = std::env::var_os("TB_FRESH").is_some();
     let (mut cpu, mut wall, fold) = (0, std::time::Duration::ZERO, fold_cpu_ns());
+    // The longest single append (cycled batches only): a segment roll's stall shows here.
+    let mut slowest = std::time::Duration::ZERO;
     let mut n = rounds * batch;
     if fresh {
         // Fresh batches spread over the workload's month, as the peers bench appends them: 10 000
@@ -72,7 +74,9 @@ fn main() {
     } else {
         let (c, t) = (thread_cpu_ns(), Instant::now());
         for b in batches.iter().cycle().take(rounds) {
+            let one = Instant::now();
             e.append(b).expect("append");
+            slowest = slowest.max(one.elapsed());
         }
         (cpu, wall) = (thread_cpu_ns() - c, t.elapsed());
     }
@@ -84,4 +88,7 @@ fn main() {
         fold as f64 / n,
         n / wall.as_secs_f64() / 1e6
     );
+    if !fresh {
+        println!("slowest append: {:.2} ms", slowest.as_secs_f64() * 1e3);
+    }
 }
