@@ -5,6 +5,8 @@
 //! Start at [`Engine::open`]; `docs/architecture.md` has the map and `docs/format.md` the bytes.
 
 mod cpu;
+#[doc(hidden)]
+pub mod counting;
 mod engine;
 mod error;
 pub(crate) mod fold;
