@@ -47,6 +47,7 @@ fn main() {
     let (mut cpu, mut wall, fold) = (0, std::time::Duration::ZERO, fold_cpu_ns());
     // The longest single append (cycled batches only): a segment roll's stall shows here.
     let mut slowest = std::time::Duration::ZERO;
+    let (mut stalls, mut n_stalls) = (std::time::Duration::ZERO, 0);
     let mut n = rounds * batch;
     if fresh {
         // Fresh batches spread over the workload's month, as the peers bench appends them: 10 000
@@ -76,7 +77,12 @@ fn main() {
         for b in batches.iter().cycle().take(rounds) {
             let one = Instant::now();
             e.append(b).expect("append");
-            slowest = slowest.max(one.elapsed());
+            let took = one.elapsed();
+            slowest = slowest.max(took);
+            if took > std::time::Duration::from_millis(1) {
+                stalls += took;
+                n_stalls += 1;
+            }
         }
         (cpu, wall) = (thread_cpu_ns() - c, t.elapsed());
     }
@@ -89,6 +95,11 @@ fn main() {
         n / wall.as_secs_f64() / 1e6
     );
     if !fresh {
-        println!("slowest append: {:.2} ms", slowest.as_secs_f64() * 1e3);
+        println!(
+            "slowest append: {:.2} ms; {n_stalls} appends over 1 ms took {:.1} ms in all ({:.1} % of the time)",
+            slowest.as_secs_f64() * 1e3,
+            stalls.as_secs_f64() * 1e3,
+            100.0 * stalls.as_secs_f64() / wall.as_secs_f64()
+        );
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
@@ -50,6 +50,10 @@ enum IndexWork {
 /// How long after an open from the saved state the sealed segments' bitmaps start loading in
 /// the background (a log query that needs them loads them at once).
 const INDEX_LOAD_DELAY: Duration = Duration::from_millis(500);
+
+/// How often the interval syncer starts the write-back of what was written since it last looked
+/// (`Durable::write_behind`), between its syncs.
+const WRITE_BEHIND: Duration = Duration::from_millis(10);
 
 /// Decoded events handed to the views thread at a time during a rebuild.
 const REBUILD_CHUNK_EVENTS: usize = 4096;
@@ -474,6 +478,22 @@ impl Durable {
     }
 
     /// Sleeps for `period` or until `stop`; returns whether the engine is stopping.
+    /// Starts the write-back of the live segment's dirty pages, without waiting for it: done
+    /// often between two syncs, it leaves little for the next `fdatasync` to write, above all the
+    /// one a roll makes the appender wait for (at 5 M events/s, 200 ms of data took it about
+    /// 30 ms). A hint only: a write-back error is still reported by the next sync.
+    fn write_behind(&self) {
+        let file = self.sync.lock().unwrap_or_else(|e| e.into_inner()).file.clone();
+        #[cfg(target_os = "linux")]
+        // SAFETY: a descriptor we own; offset 0 and length 0 cover the whole file. Without a
+        // wait flag the call neither waits for nor consumes a write-back error.
+        unsafe {
+            libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(&*file), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+    }
+
     fn sleep_unless_stopped(&self, period: Duration) -> bool {
         let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         // The flag is checked under the lock before waiting, so a stop that came first is seen.
@@ -1588,15 +1608,26 @@ impl EdgeScan for SegmentScan<'_> {
 }
 
 fn interval_syncer(durable: Arc<Durable>, every_ms: u64) {
+    let every = Duration::from_millis(every_ms);
+    let mut next_sync = Instant::now() + every;
+    let mut kicked = 0;
     loop {
-        if durable.sleep_unless_stopped(Duration::from_millis(every_ms)) {
+        let wait = WRITE_BEHIND.min(next_sync.saturating_duration_since(Instant::now()));
+        if durable.sleep_unless_stopped(wait) {
             return;
         }
         if durable.is_fenced.load(Ordering::Acquire) {
             return;
         }
         let seq = durable.written_seq.load(Ordering::Acquire);
-        let _ = durable.sync_through(seq);
+        if Instant::now() >= next_sync {
+            let _ = durable.sync_through(seq);
+            next_sync = Instant::now() + every;
+            kicked = seq;
+        } else if seq > kicked {
+            durable.write_behind();
+            kicked = seq;
+        }
     }
 }
 
@@ -1762,6 +1793,39 @@ mod tests {
         e.dims[Dim::Key as usize] = format!("key-{}", i % 11);
         e.dims[Dim::Credential as usize] = format!("cred-{}", i % 3);
         e
+    }
+
+    /// Under `interval` the syncer makes what was written durable on its own, between its
+    /// write-behind kicks, and across rolls.
+    #[test]
+    fn the_interval_syncer_makes_appends_durable_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = EngineOptions::new(dir.path());
+        opts.durability = Durability::Interval { every_ms: 50 };
+        opts.segment_bytes_max = 64 * 1024;
+        opts.retention = Retention::none();
+        opts.retention_interval_ms = None;
+        opts.clock = Arc::new(|| 1_767_225_600_000 + 86_400_000);
+        let (engine, _) = Engine::open(opts).unwrap();
+        let events: Vec<NewEvent> = (0..12_000).map(event).collect();
+        for (round, chunk) in events.chunks(500).enumerate() {
+            let last = engine.append(chunk).unwrap().last_seq;
+            if round % 3 == 0 {
+                // Sometimes wait for it: within a few sync intervals it is durable.
+                let start = Instant::now();
+                while engine.durable_seq() < last {
+                    assert!(start.elapsed() < Duration::from_secs(10), "seq {last} not durable after 10 s");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        assert!(engine.status().segments >= 3, "the appends rolled segments: {}", engine.status().segments);
+        let last = engine.last_seq();
+        let start = Instant::now();
+        while engine.durable_seq() < last {
+            assert!(start.elapsed() < Duration::from_secs(10), "seq {last} not durable after 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// A saved index that fails its CRC or does not decode is built again from the segment's
