@@ -355,6 +355,10 @@ impl LogFilter {
         true
     }
 
+    fn overlaps_bounds(&self, (min_ts, max_ts): (i64, i64)) -> bool {
+        self.overlaps(min_ts, max_ts)
+    }
+
     fn overlaps(&self, min_ts: i64, max_ts: i64) -> bool {
         if min_ts > max_ts {
             return false;
@@ -485,7 +489,7 @@ pub fn query_segment(seg: &Segment, ix: &SegmentIndex, filter: &LogFilter, befor
     let mut batch: Vec<StoredEvent> = Vec::with_capacity(BLOCK_EVENTS as usize);
     let mut take_block = |b: u32, want: &dyn Fn(u32) -> bool, out: &mut Vec<StoredEvent>| {
         let Some(block) = seg.blocks.get(b as usize) else { return };
-        if !filter.overlaps(block.min_ts, block.max_ts) {
+        if !filter.overlaps_bounds(seg.block_bounds(block)) {
             return;
         }
         batch.clear();
@@ -557,7 +561,7 @@ pub fn scan_segment_range(seg: &Segment, from_ms: i64, to_ms: i64, f: &mut dyn F
         return;
     }
     for (b, block) in seg.blocks.iter().enumerate() {
-        if filter.overlaps(block.min_ts, block.max_ts) {
+        if filter.overlaps_bounds(seg.block_bounds(block)) {
             seg.for_each_in_block(b, &mut |ev| {
                 f(&ev);
                 true
@@ -580,7 +584,7 @@ pub fn scan_segment_filtered_owned(seg: &Segment, ix: Option<&SegmentIndex>, fil
     }
     let Some(ix) = ix else {
         for (b, block) in seg.blocks.iter().enumerate() {
-            if filter.overlaps(block.min_ts, block.max_ts) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(ev)) {
+            if filter.overlaps_bounds(seg.block_bounds(block)) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(ev)) {
                 return false;
             }
         }
@@ -600,7 +604,7 @@ pub fn scan_segment_filtered_owned(seg: &Segment, ix: Option<&SegmentIndex>, fil
     }
     let mut visit = |ev: StoredEvent| !filter.matches(&ev) || f(ev);
     for (b, block) in seg.blocks.iter().enumerate() {
-        if !filter.overlaps(block.min_ts, block.max_ts) || key_blocks.as_ref().is_some_and(|kb| !kb.contains(b as u32)) {
+        if !filter.overlaps_bounds(seg.block_bounds(block)) || key_blocks.as_ref().is_some_and(|kb| !kb.contains(b as u32)) {
             continue;
         }
         let go = match &cand {

@@ -40,7 +40,7 @@ pub const FILE: &str = "state.saved";
 pub const TMP_FILE: &str = "state.saved.tmp";
 const MAGIC: &[u8; 8] = b"TBSTATE\0";
 /// Bump on any change to a saved structure (views, cells, histograms, segment index, dictionary).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const HEADER_BYTES: usize = 8 + 4 + PARTS * (8 + 4);
 
 /// Everything `open` would otherwise rebuild but the views (the file's other part). Generic so
@@ -450,10 +450,6 @@ pub mod fixed {
     pub fn u32_at(b: &[u8], at: usize) -> u32 {
         u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
     }
-
-    pub fn i64_at(b: &[u8], at: usize) -> i64 {
-        i64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-    }
 }
 
 /// serde for byte strings as one string, not a sequence of numbers (`serde_bytes` in short).
@@ -636,9 +632,16 @@ mod tests {
             let shape = Shape { dims: { let mut d = dims; d[Dim::Key as usize] = Sym::EMPTY; d }, status: ev.status, flags: 0 };
             dict.local_ids(&shape, ev.dims[Dim::Key as usize], &mut DictDelta::default());
         }
+        // A segment's blocks, as the saved state keeps them.
+        #[derive(Serialize)]
+        struct Blocks(#[serde(with = "fixed")] Vec<crate::segment::Block>);
+        let mut blocks = vec![crate::segment::Block::empty(0), crate::segment::Block::empty(4096)];
+        blocks[0].note(1_767_225_600, 1_767_225_600_000 - 1);
+        blocks[0].note(1_767_225_600, 1_767_225_600_000 + 61_999);
+        blocks[1].note(1_767_225_600, i64::MIN);
         let mut bytes = Vec::new();
-        format::encode_saved(&(VERSION, views.saved_parts(), &index, &dict), &mut bytes).unwrap();
-        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (28_421, 1_735_976_217), "the saved layout changed: bump saved::VERSION");
+        format::encode_saved(&(VERSION, views.saved_parts(), &index, &dict, Blocks(blocks)), &mut bytes).unwrap();
+        assert_eq!((bytes.len(), crc32fast::hash(&bytes)), (28_446, 2_804_879_989), "the saved layout changed: bump saved::VERSION");
     }
 
     /// The compact forms read back what was written, and refuse bytes of the wrong shape.
@@ -652,15 +655,15 @@ mod tests {
             blocks: Vec<Block>,
             counters: Vec<Counters<16>>,
         }
-        let blocks = vec![Block { offset: 7, min_ts: -5, max_ts: i64::MAX }, Block { offset: u32::MAX, min_ts: i64::MIN, max_ts: 0 }];
+        let blocks = vec![Block { offset: 7, min_s: -5, max_s: i32::MAX }, Block { offset: u32::MAX, min_s: i32::MIN, max_s: 0 }];
         let counters = vec![Counters([0; 16]), Counters(std::array::from_fn(|i| if i % 3 == 0 { u64::MAX >> i } else { 0 })), Counters([1; 16])];
         let both = Both { blocks, counters };
         let mut bytes = Vec::new();
         format::encode_saved(&both, &mut bytes).unwrap();
         assert_eq!(format::decode_saved::<Both>(&bytes), Some(both));
-        // 21 bytes are not whole 20-byte blocks; a mask with a bit past the counters is refused.
+        // 13 bytes are not whole 12-byte blocks; a mask with a bit past the counters is refused.
         let mut bad = Vec::new();
-        format::encode_saved(&(serde_bytes_of(&[0; 21]), Vec::<u8>::new()), &mut bad).unwrap();
+        format::encode_saved(&(serde_bytes_of(&[0; 13]), Vec::<u8>::new()), &mut bad).unwrap();
         assert_eq!(format::decode_saved::<Both>(&bad), None);
         let mut bad = Vec::new();
         format::encode_saved(&(serde_bytes_of(&[]), vec![serde_bytes_of(&[0x80, 0x80, 0x04])]), &mut bad).unwrap();
