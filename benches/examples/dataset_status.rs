@@ -9,12 +9,12 @@
 
 use std::time::Instant;
 
+use tokenboard_benches::{bench_options, dataset, dataset_events};
+use tokenboard_engine::Engine;
+
 /// Counts what is really allocated (the engine's `heap_bytes` is an estimate).
 #[global_allocator]
 static ALLOCATOR: tokenboard_benches::CountingAlloc = tokenboard_benches::CountingAlloc;
-
-use tokenboard_benches::{bench_options, dataset, dataset_events};
-use tokenboard_engine::Engine;
 
 /// Opens `dir` from its saved state, answers the first totals, prints the time, closes (unless
 /// `close` is false: then the next open rebuilds, for profiling the open alone on a copy).

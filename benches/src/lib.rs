@@ -182,6 +182,5 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-
 /// Counts what is really allocated: see `tokenboard_engine::counting`.
 pub use tokenboard_engine::counting::{CountingAlloc, allocated_bytes};

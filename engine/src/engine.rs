@@ -477,7 +477,6 @@ impl Durable {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sleeps for `period` or until `stop`; returns whether the engine is stopping.
     /// Starts the write-back of the live segment's dirty pages, without waiting for it: done
     /// often between two syncs, it leaves little for the next `fdatasync` to write, above all the
     /// one a roll makes the appender wait for (at 5 M events/s, 200 ms of data took it about
@@ -494,6 +493,7 @@ impl Durable {
         let _ = file;
     }
 
+    /// Sleeps for `period` or until `stop`; returns whether the engine is stopping.
     fn sleep_unless_stopped(&self, period: Duration) -> bool {
         let guard = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         // The flag is checked under the lock before waiting, so a stop that came first is seen.
@@ -1807,25 +1807,23 @@ mod tests {
         opts.retention_interval_ms = None;
         opts.clock = Arc::new(|| 1_767_225_600_000 + 86_400_000);
         let (engine, _) = Engine::open(opts).unwrap();
+        let wait_durable = |last: u64| {
+            let start = Instant::now();
+            while engine.durable_seq() < last {
+                assert!(start.elapsed() < Duration::from_secs(10), "seq {last} not durable after 10 s");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
         let events: Vec<NewEvent> = (0..12_000).map(event).collect();
         for (round, chunk) in events.chunks(500).enumerate() {
             let last = engine.append(chunk).unwrap().last_seq;
             if round % 3 == 0 {
                 // Sometimes wait for it: within a few sync intervals it is durable.
-                let start = Instant::now();
-                while engine.durable_seq() < last {
-                    assert!(start.elapsed() < Duration::from_secs(10), "seq {last} not durable after 10 s");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                wait_durable(last);
             }
         }
         assert!(engine.status().segments >= 3, "the appends rolled segments: {}", engine.status().segments);
-        let last = engine.last_seq();
-        let start = Instant::now();
-        while engine.durable_seq() < last {
-            assert!(start.elapsed() < Duration::from_secs(10), "seq {last} not durable after 10 s");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_durable(engine.last_seq());
     }
 
     /// A saved index that fails its CRC or does not decode is built again from the segment's

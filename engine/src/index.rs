@@ -106,8 +106,8 @@ impl Serialize for KeyBlocks {
 
 impl<'de> Deserialize<'de> for KeyBlocks {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyBlocks, D::Error> {
-        let mut entries: Vec<(Sym, RoaringBitmap)> = FxHashMap::<Sym, crate::saved::bitmap::In>::deserialize(d)?.into_iter().map(|(k, b)| (k, b.0)).collect();
-        entries.sort_unstable_by_key(|(k, _)| *k);
+        // A `BTreeMap` hands the entries over in key order.
+        let entries = std::collections::BTreeMap::<Sym, crate::saved::bitmap::In>::deserialize(d)?.into_iter().map(|(k, b)| (k, b.0)).collect();
         Ok(KeyBlocks { entries, at: FxHashMap::default() })
     }
 }
@@ -355,11 +355,8 @@ impl LogFilter {
         true
     }
 
-    fn overlaps_bounds(&self, (min_ts, max_ts): (i64, i64)) -> bool {
-        self.overlaps(min_ts, max_ts)
-    }
-
-    fn overlaps(&self, min_ts: i64, max_ts: i64) -> bool {
+    /// Whether the range can hold events whose times lie in `(min_ts, max_ts)` (none if min > max).
+    fn overlaps(&self, (min_ts, max_ts): (i64, i64)) -> bool {
         if min_ts > max_ts {
             return false;
         }
@@ -472,7 +469,7 @@ pub fn query_segment(seg: &Segment, ix: &SegmentIndex, filter: &LogFilter, befor
     if out.len() >= limit || seg.n_events == 0 || before_seq <= seg.base_seq() {
         return;
     }
-    if !filter.overlaps(seg.min_ts, seg.max_ts) {
+    if !filter.overlaps((seg.min_ts, seg.max_ts)) {
         return;
     }
     let limit_delta = (before_seq - seg.base_seq()).min(u32::MAX as u64) as u32;
@@ -489,7 +486,7 @@ pub fn query_segment(seg: &Segment, ix: &SegmentIndex, filter: &LogFilter, befor
     let mut batch: Vec<StoredEvent> = Vec::with_capacity(BLOCK_EVENTS as usize);
     let mut take_block = |b: u32, want: &dyn Fn(u32) -> bool, out: &mut Vec<StoredEvent>| {
         let Some(block) = seg.blocks.get(b as usize) else { return };
-        if !filter.overlaps_bounds(seg.block_bounds(block)) {
+        if !filter.overlaps(seg.block_bounds(block)) {
             return;
         }
         batch.clear();
@@ -557,11 +554,11 @@ pub fn query_segment(seg: &Segment, ix: &SegmentIndex, filter: &LogFilter, befor
 /// events outside the range may be passed too (callers filter by timestamp).
 pub fn scan_segment_range(seg: &Segment, from_ms: i64, to_ms: i64, f: &mut dyn FnMut(&StoredEvent)) {
     let filter = LogFilter { from_ms: Some(from_ms), to_ms: Some(to_ms), ..LogFilter::default() };
-    if !filter.overlaps(seg.min_ts, seg.max_ts) {
+    if !filter.overlaps((seg.min_ts, seg.max_ts)) {
         return;
     }
     for (b, block) in seg.blocks.iter().enumerate() {
-        if filter.overlaps_bounds(seg.block_bounds(block)) {
+        if filter.overlaps(seg.block_bounds(block)) {
             seg.for_each_in_block(b, &mut |ev| {
                 f(&ev);
                 true
@@ -579,12 +576,12 @@ pub fn scan_segment_filtered(seg: &Segment, ix: Option<&SegmentIndex>, filter: &
 
 /// `scan_segment_filtered`, handing each event over (a caller that keeps it need not copy it).
 pub fn scan_segment_filtered_owned(seg: &Segment, ix: Option<&SegmentIndex>, filter: &LogFilter, f: &mut dyn FnMut(StoredEvent) -> bool) -> bool {
-    if seg.n_events == 0 || !filter.overlaps(seg.min_ts, seg.max_ts) {
+    if seg.n_events == 0 || !filter.overlaps((seg.min_ts, seg.max_ts)) {
         return true;
     }
     let Some(ix) = ix else {
         for (b, block) in seg.blocks.iter().enumerate() {
-            if filter.overlaps_bounds(seg.block_bounds(block)) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(ev)) {
+            if filter.overlaps(seg.block_bounds(block)) && !seg.for_each_in_block(b, &mut |ev| !filter.matches(&ev) || f(ev)) {
                 return false;
             }
         }
@@ -604,7 +601,7 @@ pub fn scan_segment_filtered_owned(seg: &Segment, ix: Option<&SegmentIndex>, fil
     }
     let mut visit = |ev: StoredEvent| !filter.matches(&ev) || f(ev);
     for (b, block) in seg.blocks.iter().enumerate() {
-        if !filter.overlaps_bounds(seg.block_bounds(block)) || key_blocks.as_ref().is_some_and(|kb| !kb.contains(b as u32)) {
+        if !filter.overlaps(seg.block_bounds(block)) || key_blocks.as_ref().is_some_and(|kb| !kb.contains(b as u32)) {
             continue;
         }
         let go = match &cand {

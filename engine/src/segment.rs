@@ -23,9 +23,9 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::table::OpenMap;
 use crate::event::{Dim, NewEvent, Quality, StoredEvent, Sym, Tokens};
 use crate::saved::fixed::{self, Fixed};
+use crate::table::OpenMap;
 use crate::format::{
     self, DictRecord, EventExtras, EventPayload, FrameFault, FrameHeader, SegmentHeader, ShapeRecord,
     FRAME_HEADER_BYTES, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES, SHAPE_FLAG_STREAM,
