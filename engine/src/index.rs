@@ -79,10 +79,6 @@ impl KeyBlocks {
         &mut self.entries[i].1
     }
 
-    fn bitmaps_mut(&mut self) -> impl Iterator<Item = &mut RoaringBitmap> {
-        self.entries.iter_mut().map(|(_, b)| b)
-    }
-
     /// Sorts the entries and drops the map to them: the segment takes no more events.
     fn seal(&mut self) {
         self.at = FxHashMap::default();
@@ -223,9 +219,15 @@ impl SegmentIndex {
 
     /// Folds the buffer and compacts the bitmaps once the segment takes no more events.
     pub fn seal(&mut self) {
+        self.seal_uncompacted();
+        self.compact();
+    }
+
+    /// `seal` without the compaction, which a segment roll leaves to another thread (a copy:
+    /// `compacted_copy`).
+    pub fn seal_uncompacted(&mut self) {
         self.fold_tail();
         self.tail = Vec::new();
-        self.compact();
         self.key_blocks.seal();
     }
 
@@ -240,18 +242,32 @@ impl SegmentIndex {
     /// container built by appends keeps the spare capacity of its growth (a quarter of the
     /// bitmaps' memory, 18 MB at 10 M events), and `roaring` has no `shrink_to_fit`, but a clone
     /// allocates each container at its length.
-    fn compact(&mut self) {
-        fn compact(b: &mut RoaringBitmap) {
-            b.optimize();
-            *b = b.clone();
+    pub fn compact(&mut self) {
+        *self = self.compacted_copy();
+    }
+
+    /// A copy of these bitmaps in the least memory (see `compact`); the buffer, which `seal` and
+    /// `flush` fold first, is left out.
+    pub fn compacted_copy(&self) -> SegmentIndex {
+        debug_assert!(self.tail.is_empty(), "the buffer is folded first");
+        fn lean(b: &RoaringBitmap) -> RoaringBitmap {
+            let mut copy = b.clone();
+            if copy.optimize() {
+                // Containers of another kind were built: clone them to their length too.
+                copy = copy.clone();
+            }
+            copy
         }
-        for map in self.by_dim.iter_mut() {
-            map.values_mut().for_each(compact);
-            map.shrink_to_fit();
+        fn lean_map<K: Copy + Eq + std::hash::Hash>(map: &FxHashMap<K, RoaringBitmap>) -> FxHashMap<K, RoaringBitmap> {
+            map.iter().map(|(k, b)| (*k, lean(b))).collect()
         }
-        self.by_status.values_mut().for_each(compact);
-        self.key_blocks.bitmaps_mut().for_each(compact);
-        compact(&mut self.failed);
+        SegmentIndex {
+            by_dim: std::array::from_fn(|i| lean_map(&self.by_dim[i])),
+            by_status: lean_map(&self.by_status),
+            failed: lean(&self.failed),
+            key_blocks: KeyBlocks { entries: self.key_blocks.entries.iter().map(|(k, b)| (*k, lean(b))).collect(), at: self.key_blocks.at.clone() },
+            tail: Vec::new(),
+        }
     }
 
     /// Sequence deltas of buffered events matching the indexed part of `filter`.

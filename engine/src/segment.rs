@@ -477,6 +477,7 @@ pub struct Segment {
     /// Whether the event ids of this segment are in the engine's dedup set (cleared once they
     /// age out of the window, so they are removed once, not on every retention pass).
     pub ids_in_dedup: std::sync::atomic::AtomicBool,
+    bitmaps_compacted: bool,
 }
 
 impl Segment {
@@ -504,6 +505,7 @@ impl Segment {
             bytes_used: SEGMENT_HEADER_BYTES as u64,
             skips: Vec::new(),
             ids_in_dedup: std::sync::atomic::AtomicBool::new(true),
+            bitmaps_compacted: true,
         })
     }
 
@@ -533,6 +535,7 @@ impl Segment {
             bytes_used: self.bytes_used,
             skips: self.skips.clone(),
             ids_in_dedup: std::sync::atomic::AtomicBool::new(false),
+            bitmaps_compacted: true,
         }
     }
 
@@ -564,11 +567,33 @@ impl Segment {
     /// only its writer needed: the dictionary's reverse maps, the spare capacity of the blocks,
     /// the bitmaps' buffer and theirs.
     pub fn seal(&mut self, at_ms: i64) {
+        self.seal_uncompacted(at_ms);
+        self.index_mut().compact();
+        self.bitmaps_compacted = true;
+    }
+
+    /// `seal`, but the bitmaps keep their spare capacity until a copy replaces the segment
+    /// (`compacted`): a segment roll leaves that to another thread, off the appender's path.
+    pub fn seal_uncompacted(&mut self, at_ms: i64) {
         self.sealed = true;
         self.sealed_at_ms = Some(at_ms);
         self.dict.seal();
         self.blocks.shrink_to_fit();
-        self.index_mut().seal();
+        self.index_mut().seal_uncompacted();
+        self.bitmaps_compacted = false;
+    }
+
+    /// A copy of this sealed segment with its bitmaps compacted (`SegmentIndex::compacted_copy`).
+    pub fn compacted(&self) -> Segment {
+        let mut copy = self.reader_copy();
+        copy.index = LazyIndex::loaded(self.index().compacted_copy());
+        copy.ids_in_dedup = std::sync::atomic::AtomicBool::new(self.ids_in_dedup.load(std::sync::atomic::Ordering::Relaxed));
+        copy
+    }
+
+    /// False for a segment sealed by `seal_uncompacted` until its `compacted` copy replaces it.
+    pub fn bitmaps_compacted(&self) -> bool {
+        self.bitmaps_compacted
     }
 
     /// Takes the bitmaps out, loading them first if they are still in the saved state.

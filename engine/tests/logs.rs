@@ -73,10 +73,18 @@ fn every_filter_matches_a_naive_scan() {
             ..LogFilter::default()
         });
     }
-    for f in &filters {
-        let expect = naive(f);
-        for page in [1, 7, 100, 1000] {
-            assert_eq!(page_all(&engine, f, page), expect, "filter {f:?}, page {page}");
+    // While the sealed segments' bitmaps are being compacted (a copy swapped in after each
+    // roll), then once they all are.
+    for round in ["while compacting", "compacted"] {
+        if round == "compacted" {
+            engine.wait_for_compaction();
+            assert_eq!(engine.uncompacted_segments(), 0);
+        }
+        for f in &filters {
+            let expect = naive(f);
+            for page in [1, 7, 100, 1000] {
+                assert_eq!(page_all(&engine, f, page), expect, "filter {f:?}, page {page}, {round}");
+            }
         }
     }
     // A string the engine never saw matches nothing.
