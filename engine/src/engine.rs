@@ -368,8 +368,9 @@ struct State {
     dedup: Dedup,
     rollups: Rollups,
     next_seq: u64,
-    /// Reused encode buffer.
+    /// Reused encode buffer, and where in it each event's frame starts.
     buf: Vec<u8>,
+    event_frames: Vec<u32>,
     /// Reused per-event buffers of an append: the symbols of each event, or `None` for a
     /// duplicate; and the stored events of a small batch (a large one hands its own vector over).
     dims_scratch: Vec<Option<[Sym; Dim::COUNT]>>,
@@ -758,6 +759,7 @@ impl Engine {
             rollups,
             next_seq,
             buf: Vec::new(),
+            event_frames: Vec::new(),
             dims_scratch: Vec::new(),
             stored_scratch: Vec::new(),
             compactor: None,
@@ -884,7 +886,8 @@ impl Engine {
             let is_new = match &ev.event_id {
                 Some(id) => {
                     let h = Dedup::hash(id);
-                    !st.dedup.seen.contains_key(&h) && batch_ids.insert(h)
+                    // (A one-event append cannot repeat an id of its own: no set to build.)
+                    !st.dedup.seen.contains_key(&h) && (events.len() == 1 || batch_ids.insert(h))
                 }
                 None => true,
             };
@@ -973,17 +976,11 @@ impl Engine {
             return Err(err);
         }
 
-        // Apply: offsets of each event frame are recovered by walking the buffer.
-        let mut pos = 0usize;
-        let mut it = stored.iter();
-        while pos < st.buf.len() {
-            let h = format::FrameHeader::read(&st.buf[pos..]);
-            if h.kind_type() == KIND_EVENT {
-                let ev = it.next().expect("one stored event per event frame");
-                // Its bitmap entries are added with the views (`fold`).
-                st.live.note_position(offset + pos as u64, ev);
-            }
-            pos += h.frame_bytes();
+        // Apply: where each event's frame went (its bitmap entries are added with the views,
+        // by `fold`).
+        debug_assert_eq!(stored.len(), st.event_frames.len());
+        for (ev, &at) in stored.iter().zip(&st.event_frames) {
+            st.live.note_position(offset + u64::from(at), ev);
         }
         st.live.committed_len += st.buf.len() as u64;
         st.live.bytes_used = st.live.committed_len;
@@ -1002,8 +999,9 @@ impl Engine {
     /// Encodes the kept events into `st.buf` for the live segment, filling `stored`.
     fn encode_batch(&self, st: &mut State, events: &[NewEvent], dims_of: &[Option<[Sym; Dim::COUNT]>], now: i64, stored: &mut Vec<StoredEvent>) {
         let opts = &self.shared.opts;
-        let State { live, interner, buf, next_seq, .. } = st;
+        let State { live, interner, buf, event_frames, next_seq, .. } = st;
         buf.clear();
+        event_frames.clear();
         let header = live.header;
         let mut seq = *next_seq;
         let last_new = dims_of.iter().rposition(Option::is_some);
@@ -1029,6 +1027,7 @@ impl Engine {
             }
             // The batch's last frame is its last event's: it carries the batch-end flag.
             let kind = if Some(i) == last_new { KIND_EVENT | format::KIND_FLAG_BATCH_END } else { KIND_EVENT };
+            event_frames.push(buf.len() as u32);
             format::write_frame_with(buf, header.salt, kind, seq_delta, |out| segment::encode_event(&header, shape_id, key_id, ts_ms, ev, out));
             stored.push(StoredEvent {
                 seq,

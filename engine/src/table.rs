@@ -6,9 +6,7 @@
 //!
 //! No removal of single entries: `retain` rebuilds the table.
 
-use std::hash::{BuildHasher, Hash};
-
-use rustc_hash::FxBuildHasher;
+use std::hash::Hash;
 
 /// What an `OpenTable` holds: plain data with a value that marks a free slot.
 pub(crate) trait TableSlot: Copy {
@@ -127,8 +125,11 @@ impl<K, V> Default for OpenMap<K, V> {
     }
 }
 
+#[inline(always)]
 fn hash_key<K: Hash>(k: &K) -> u64 {
-    FxBuildHasher.hash_one(k)
+    let mut h = rustc_hash::FxHasher::default();
+    k.hash(&mut h);
+    std::hash::Hasher::finish(&h)
 }
 
 fn hash_slot<K: Hash, V>(s: &Option<(K, V)>) -> u64 {
