@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized};
 use serde::{Deserialize, Serialize};
 use tokenboard_engine::{Durability, EngineOptions, Retention};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub console: Console,
@@ -124,18 +124,6 @@ impl Default for Storage {
 impl Default for Ingest {
     fn default() -> Self {
         Ingest { max_body_bytes: 8 << 20, max_decoded_bytes: 64 << 20, max_inflight: 128, max_events_per_request: 100_000 }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            console: Console::default(),
-            server: Server::default(),
-            storage: Storage::default(),
-            ingest: Ingest::default(),
-            sources: Sources::default(),
-        }
     }
 }
 
@@ -262,7 +250,7 @@ impl Config {
         o.batch_events_max = self.ingest.max_events_per_request;
         o.retention = Retention {
             max_age_ms: (self.console.log_retention_days > 0).then(|| i64::from(self.console.log_retention_days) * 86_400_000),
-            max_bytes: (self.storage.max_total_mb > 0).then(|| self.storage.max_total_mb << 20),
+            max_bytes: (self.storage.max_total_mb > 0).then_some(self.storage.max_total_mb << 20),
             max_events: (self.console.max_logs > 0).then_some(self.console.max_logs),
         };
         o.retention_interval_ms = Some(u64::from(self.console.cleanup_interval) * 3_600_000);

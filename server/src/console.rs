@@ -118,10 +118,11 @@ fn parse_status(s: &str) -> Result<StatusFilter, ApiError> {
     if lower == "error" || lower == "errors" || lower == "failed" {
         return Ok(StatusFilter::Errors);
     }
-    if lower.len() == 3 && lower.ends_with("xx") {
-        if let Some(c) = lower[..1].parse::<u8>().ok().filter(|c| (1..=5).contains(c)) {
-            return Ok(StatusFilter::Class(c));
-        }
+    if lower.len() == 3
+        && lower.ends_with("xx")
+        && let Some(c) = lower[..1].parse::<u8>().ok().filter(|c| (1..=5).contains(c))
+    {
+        return Ok(StatusFilter::Class(c));
     }
     match s.parse::<u16>() {
         Ok(c) if c <= 999 => Ok(StatusFilter::Code(c)),
@@ -129,7 +130,9 @@ fn parse_status(s: &str) -> Result<StatusFilter, ApiError> {
     }
 }
 
-/// The views a read answers from.
+/// The views a read answers from. (One per read, on the stack: boxing the slice would only add
+/// an allocation.)
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Engine(Engine),
     Slice(tokenboard_engine::Slice),

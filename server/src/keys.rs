@@ -267,6 +267,10 @@ impl KeyStore {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).keys.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether any key can administer Tokenboard.
     pub fn has_admin(&self) -> bool {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).keys.iter().any(|k| k.scope == Scope::Admin)

@@ -56,6 +56,9 @@ impl Metrics {
     }
 }
 
+/// A collector's series: name, type, help, and its value read from the source's health.
+type SourceSeries = (&'static str, &'static str, &'static str, fn(&crate::collector::SourceHealth) -> i64);
+
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
 }
@@ -89,7 +92,7 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     gauge(&mut out, "tokenboard_fenced", "1 when the writer is fenced after an I/O failure.", u8::from(s.fenced));
     gauge(&mut out, "tokenboard_uptime_seconds", "Seconds since start.", st.started.elapsed().as_secs());
     if let Some(sources) = st.sources.get().filter(|s| !s.is_empty()) {
-        let series: [(&str, &str, &str, fn(&crate::collector::SourceHealth) -> i64); 8] = [
+        let series: [SourceSeries; 8] = [
             ("tokenboard_source_connected", "gauge", "1 while the collector is connected to the proxy.", |h| i64::from(h.connected.load(Ordering::Relaxed))),
             ("tokenboard_source_subscribed", "gauge", "1 while the collector holds a usage subscription.", |h| i64::from(h.subscribed.load(Ordering::Relaxed))),
             ("tokenboard_source_events_total", "counter", "Events the collector stored.", |h| h.events.load(Ordering::Relaxed) as i64),

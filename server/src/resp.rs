@@ -66,7 +66,7 @@ pub async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Reply>
     let mut stack: Vec<(Vec<Reply>, usize)> = Vec::new();
     loop {
         let line = read_line(r).await?;
-        let (kind, rest) = line.split_at(line.is_char_boundary(1).then_some(1).unwrap_or(0));
+        let (kind, rest) = line.split_at(if line.is_char_boundary(1) { 1 } else { 0 });
         let mut value = match kind {
             "+" => Reply::Simple(rest.to_string()),
             "-" => Reply::Error(rest.to_string()),

@@ -374,7 +374,7 @@ fn read_command(r: &mut BufReader<TcpStream>) -> Result<Option<Vec<Vec<u8>>>, ()
                 buf.truncate(len);
                 args.push(buf);
             }
-            Some(b'+') | Some(b':') => args.push(l[1..].as_bytes().to_vec()),
+            Some(b'+') | Some(b':') => args.push(l.as_bytes()[1..].to_vec()),
             _ => return Err(()),
         }
     }
