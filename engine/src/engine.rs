@@ -347,10 +347,10 @@ fn keep_scratch<T>(slot: &mut Vec<T>, mut v: Vec<T>, max: usize) {
     }
 }
 
-/// A slice's scan hands its events to the views in batches of this many, at most this many
-/// batches ahead (about 1.4 MB in flight).
-const SLICE_BATCH_EVENTS: usize = 1024;
-const SLICE_BATCHES: usize = 8;
+/// `pipelined` hands events over in batches of this many, at most this many batches ahead (about
+/// 1.4 MB in flight).
+const PIPELINE_BATCH_EVENTS: usize = 1024;
+const PIPELINE_BATCHES: usize = 8;
 
 /// How far ahead in a batch an append asks for the strings of an event.
 const PREFETCH_EVENTS_AHEAD: usize = 4;
@@ -519,6 +519,8 @@ struct Shared {
     fold: Arc<Fold>,
     /// The retention thread, joined by `close`.
     workers: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held by a retention pass: passes take turns (see `enforce_retention`).
+    retention_turn: Mutex<()>,
     _lock: File,
 }
 
@@ -807,6 +809,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             durable,
             workers: Mutex::new(None),
+            retention_turn: Mutex::new(()),
             fold,
             state: Arc::new(RwLock::new(state)),
             opts,
@@ -1248,56 +1251,18 @@ impl Engine {
         filter.to_ms = Some(filter.to_ms.map_or(range.to_ms, |t| t.min(range.to_ms)));
         let snapshot = self.snapshot();
         let mut views = Views::new();
-        let add = |views: &mut Views, batch: &[StoredEvent]| batch.iter().for_each(|ev| views.apply(ev, crate::views::Sign::Add));
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(SLICE_BATCHES);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<StoredEvent>>();
         let (snap, filt) = (&snapshot, &filter);
-        let scanned = std::thread::scope(|scope| {
-            let scanner = std::thread::Builder::new().name("tokenboard-slice".into()).spawn_scoped(scope, move || {
-                let mut batch = Vec::with_capacity(SLICE_BATCH_EVENTS);
+        pipelined(
+            "tokenboard-slice",
+            &|to: &mut dyn FnMut(StoredEvent) -> bool| {
                 for (seg, ix) in snap.segments() {
-                    let go = index::scan_segment_filtered_owned(seg, ix, filt, &mut |ev| {
-                        batch.push(ev);
-                        if batch.len() < SLICE_BATCH_EVENTS {
-                            return true;
-                        }
-                        let next = empty_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(SLICE_BATCH_EVENTS));
-                        full_tx.send(std::mem::replace(&mut batch, next)).is_ok()
-                    });
-                    if !go {
+                    if !index::scan_segment_filtered_owned(seg, ix, filt, to) {
                         return;
                     }
                 }
-                let _ = full_tx.send(batch);
-            });
-            match scanner {
-                Ok(scanner) => {
-                    // By value: were a fold to panic, the receiver goes with the unwinding and
-                    // the scanner stops at its next send, so the scope can end.
-                    for mut batch in full_rx {
-                        add(&mut views, &batch);
-                        batch.clear();
-                        let _ = empty_tx.send(batch);
-                    }
-                    // A panic of the scan goes on as itself (the scope would report only that
-                    // a thread panicked).
-                    if let Err(panic) = scanner.join() {
-                        std::panic::resume_unwind(panic);
-                    }
-                    true
-                }
-                // No thread to be had: scan here instead.
-                Err(_) => false,
-            }
-        });
-        if !scanned {
-            for (seg, ix) in snapshot.segments() {
-                index::scan_segment_filtered(seg, ix, &filter, &mut |ev| {
-                    add(&mut views, std::slice::from_ref(ev));
-                    true
-                });
-            }
-        }
+            },
+            &mut |batch| batch.iter().for_each(|ev| views.apply(ev, crate::views::Sign::Add)),
+        );
         Slice { views, snapshot, filter }
     }
 
@@ -1343,48 +1308,50 @@ impl Engine {
 
     /// Deletes whole oldest sealed segments beyond the retention limits, folding them into the
     /// daily rollups first.
+    ///
+    /// A pass holds the state lock (so appends and reads wait) only to subtract a segment from
+    /// the views and take it out of the log: what it adds to the rollups, and its event ids, are
+    /// read before, and its file is deleted after. Passes take turns.
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        let _turn = self.shared.retention_turn.lock().unwrap_or_else(|e| e.into_inner());
         let opts = &self.shared.opts;
         let now = (opts.clock)();
-        let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
         let mut report = RetentionReport { segments_deleted: 0, events_deleted: 0, bytes_deleted: 0 };
-        // A live segment past its age is sealed here too, so an idle log still ages out.
-        if now - st.live.header.created_ms >= opts.segment_age_max_ms && st.live.n_events > 0 {
-            self.shared.durable.check_fenced()?;
-            self.roll(&mut st, now)?;
-        }
-        loop {
-            let Some(oldest) = st.sealed.first().cloned() else { break };
-            let total_bytes: u64 = st.segments().map(|s| s.bytes_used).sum();
-            let total_events: u64 = st.segments().map(|s| s.n_events).sum();
-            let r = &opts.retention;
-            // A segment ages out when its newest event is older than the limit (as in Kafka, so
-            // backfilled history goes too), or when it was sealed longer ago than that (so
-            // clamped future timestamps cannot pin it).
-            let too_old = r.max_age_ms.is_some_and(|age| {
-                (oldest.n_events > 0 && oldest.max_ts < now - age) || oldest.sealed_at_ms.is_some_and(|t| t < now - age)
-            });
-            let too_big = r.max_bytes.is_some_and(|max| total_bytes > max);
-            let too_many = r.max_events.is_some_and(|max| max > 0 && total_events - oldest.n_events >= max);
-            if !(too_old || too_big || too_many) {
-                break;
+        {
+            let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            // A live segment past its age is sealed here too, so an idle log still ages out.
+            if now - st.live.header.created_ms >= opts.segment_age_max_ms && st.live.n_events > 0 {
+                self.shared.durable.check_fenced()?;
+                self.roll(&mut st, now)?;
             }
-            // Fold, then persist the rollups, then delete: a crash in between never counts twice
-            // (an open removes a segment the rollups already hold).
+        }
+        // Only a pass takes segments out of the log, so the oldest stays the oldest (the
+        // compactor may swap in a copy of it) and goes on exceeding the limits: appends only add.
+        while let Some(oldest) = self.oldest_beyond_retention(now) {
+            // Outside the lock: its contribution to the rollups, and its event ids.
             let mut builder = rollup::RollupBuilder::default();
             let mut ids = Vec::new();
             let with_ids = oldest.ids_in_dedup.load(Ordering::Relaxed);
-            let mut folded = self.shared.fold.write_through(&st.fold_queue);
-            let views = &mut folded.views;
             oldest.for_each(&mut |ev| {
-                views.apply(&ev, Sign::Sub);
                 builder.add(&ev);
                 if with_ids && let Some(id) = &ev.event_id {
                     ids.push(Dedup::hash(id));
                 }
                 true
             });
-            drop(folded);
+            let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            debug_assert_eq!(st.sealed.first().map(|s| s.base_seq()), Some(oldest.base_seq()));
+            // Subtract, then persist the rollups, then delete: a crash in between never counts
+            // twice (an open removes a segment the rollups already hold).
+            {
+                let mut folded = self.shared.fold.write_through(&st.fold_queue);
+                let views = &mut folded.views;
+                pipelined(
+                    "tokenboard-retire",
+                    &|to: &mut dyn FnMut(StoredEvent) -> bool| oldest.for_each(to),
+                    &mut |batch| batch.iter().for_each(|ev| views.apply(ev, Sign::Sub)),
+                );
+            }
             let mut rollups = st.rollups.clone();
             rollups.absorb(builder, &st.interner);
             if let Some(last) = oldest.last_seq {
@@ -1407,29 +1374,56 @@ impl Engine {
                 st.dedup.seen.remove(&h);
             }
             st.sealed.remove(0);
+            drop(st);
             report.segments_deleted += 1;
             report.events_deleted += oldest.n_events;
             report.bytes_deleted += oldest.bytes_used;
+            // Readers still holding the segment keep its map (an unlinked file stays readable).
             let deleted = oldest.path.with_extension("deleted");
             fs::rename(&oldest.path, &deleted).map_err(|e| Error::io("rename", &oldest.path, e))?;
             fs::remove_file(&deleted).map_err(|e| Error::io("remove", &deleted, e))?;
             rollup::sync_dir(&opts.dir)?;
         }
-        // Event ids older than the window, once per segment.
+        // Event ids older than the window, once per segment: read outside the lock, removed
+        // under it (from the segment as the log now holds it, whose flag says whether they are
+        // still in the set).
         let cutoff = now - opts.dedup_window_ms;
-        let expired: Vec<Arc<Segment>> = st
+        let expired: Vec<Arc<Segment>> = self
+            .read()
             .sealed
             .iter()
             .filter(|s| s.sealed_at_ms.is_some_and(|t| t < cutoff) && s.ids_in_dedup.load(Ordering::Relaxed))
             .cloned()
             .collect();
         for seg in expired {
-            for h in collect_ids(&seg) {
-                st.dedup.seen.remove(&h);
+            let ids = collect_ids(&seg);
+            let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            let st = &mut *st;
+            if let Some(held) = st.sealed.iter().find(|s| s.base_seq() == seg.base_seq())
+                && held.ids_in_dedup.swap(false, Ordering::Relaxed)
+            {
+                for h in ids {
+                    st.dedup.seen.remove(&h);
+                }
             }
-            seg.ids_in_dedup.store(false, Ordering::Relaxed);
         }
         Ok(report)
+    }
+
+    /// The oldest sealed segment if the retention limits drop it as of `now`.
+    fn oldest_beyond_retention(&self, now: i64) -> Option<Arc<Segment>> {
+        let st = self.read();
+        let oldest = st.sealed.first()?;
+        let total_bytes: u64 = st.segments().map(|s| s.bytes_used).sum();
+        let total_events: u64 = st.segments().map(|s| s.n_events).sum();
+        let r = &self.shared.opts.retention;
+        // A segment ages out when its newest event is older than the limit (as in Kafka, so
+        // backfilled history goes too), or when it was sealed longer ago than that (so clamped
+        // future timestamps cannot pin it).
+        let too_old = r.max_age_ms.is_some_and(|age| (oldest.n_events > 0 && oldest.max_ts < now - age) || oldest.sealed_at_ms.is_some_and(|t| t < now - age));
+        let too_big = r.max_bytes.is_some_and(|max| total_bytes > max);
+        let too_many = r.max_events.is_some_and(|max| max > 0 && total_events - oldest.n_events >= max);
+        (too_old || too_big || too_many).then(|| oldest.clone())
     }
 
     /// Syncs, marks a clean shutdown and stops the background syncer. Appends after this fail.
@@ -1570,6 +1564,61 @@ fn restore(opts: &EngineOptions, bases: &[u64], rollups: &Rollups, saved_file: &
         dedup: Dedup { seen: saved.dedup },
         last_seq: saved.last_seq,
     })
+}
+
+/// A scan that hands events to its callback until that returns false (see `pipelined`).
+type Producer<'a> = dyn Fn(&mut dyn FnMut(StoredEvent) -> bool) + Sync + 'a;
+
+/// Runs `produce`, which hands events to its callback until that returns false, on a thread of
+/// its own (named `name`), and `consume` here on batches of them, so that decoding and folding
+/// share the two cores (a slice's scan, a retention pass's subtraction); both here, an event at a
+/// time, if no thread can be had. A panic of either goes on as itself.
+fn pipelined(name: &str, produce: &Producer<'_>, consume: &mut dyn FnMut(&[StoredEvent])) {
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<StoredEvent>>(PIPELINE_BATCHES);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<StoredEvent>>();
+    let threaded = std::thread::scope(|scope| {
+        let producer = std::thread::Builder::new().name(name.into()).spawn_scoped(scope, move || {
+            let mut batch = Vec::with_capacity(PIPELINE_BATCH_EVENTS);
+            let mut go = true;
+            produce(&mut |ev| {
+                batch.push(ev);
+                if batch.len() < PIPELINE_BATCH_EVENTS {
+                    return true;
+                }
+                let next = empty_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(PIPELINE_BATCH_EVENTS));
+                go = full_tx.send(std::mem::replace(&mut batch, next)).is_ok();
+                go
+            });
+            if go {
+                let _ = full_tx.send(batch);
+            }
+        });
+        match producer {
+            Ok(producer) => {
+                // By value: were `consume` to panic, the receiver goes with the unwinding and the
+                // producer stops at its next send, so the scope can end.
+                for mut batch in full_rx {
+                    consume(&batch);
+                    batch.clear();
+                    let _ = empty_tx.send(batch);
+                }
+                // A panic of the producer goes on as itself (the scope would report only that a
+                // thread panicked).
+                if let Err(panic) = producer.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                true
+            }
+            // No thread to be had: both here instead.
+            Err(_) => false,
+        }
+    });
+    if !threaded {
+        produce(&mut |ev| {
+            consume(std::slice::from_ref(&ev));
+            true
+        });
+    }
 }
 
 fn collect_ids(seg: &Segment) -> Vec<u128> {

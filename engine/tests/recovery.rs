@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use common::*;
 use tokenboard_engine::format::{FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use tokenboard_engine::{
-    Dim, Durability, Engine, Error, IoFaults, LogFilter, NewEvent, RecoveryIssueKind, Retention, ScanIssue,
+    Agg, Dim, Durability, Engine, Error, Group, IoFaults, LogFilter, NewEvent, RecoveryIssueKind, Retention, ScanIssue, Sym, TimeRange,
 };
 
 fn open(dir: &std::path::Path, clock: &TestClock) -> (Engine, tokenboard_engine::RecoveryReport) {
@@ -650,6 +650,74 @@ fn reader_during_retention_keeps_reading() {
     assert_eq!(seen, (1..=6000).collect::<Vec<u64>>(), "the reader saw every event, deleted or not");
 }
 
+/// A retention pass reads what it drops outside the state lock and takes its turn with any
+/// other pass: with appends and two callers running passes at the same time, the views still
+/// equal a rebuild of what is left, every event is either left or in the rollups once, and the
+/// ids of dropped events are forgotten.
+#[test]
+fn retention_passes_beside_appends_and_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    let mut sent = events(19, 12_000, T0, 1000);
+    for (i, e) in sent.iter_mut().enumerate() {
+        e.event_id = Some(format!("ev-{i}"));
+    }
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention.max_events = Some(3000);
+    let (e, _) = Engine::open(o).unwrap();
+    for c in sent[..2000].chunks(100) {
+        e.append(c).unwrap();
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let passes: Vec<_> = (0..2)
+        .map(|_| {
+            let (e, done) = (e.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut deleted = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    deleted += e.enforce_retention().unwrap().events_deleted;
+                }
+                deleted
+            })
+        })
+        .collect();
+    for c in sent[2000..].chunks(50) {
+        e.append(c).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut deleted: u64 = passes.into_iter().map(|p| p.join().unwrap()).sum();
+    deleted += e.enforce_retention().unwrap().events_deleted;
+    assert!(deleted > 0);
+    let left = all_events(&e);
+    assert_eq!(left.len() as u64 + deleted, 12_000);
+    assert_eq!(left.first().unwrap().seq, deleted + 1, "whole oldest segments went");
+    let rolled: u64 = e.rollups().days.iter().filter(|((_, g, _), _)| *g == tokenboard_engine::rollup::RollupGroup::All).map(|(_, a)| a.calls).sum();
+    assert_eq!(rolled, deleted);
+    // The ids of dropped events are accepted again; those left are still duplicates.
+    let again = [sent[0].clone(), sent[11_999].clone()];
+    let outcome = e.append(&again).unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (1, 1));
+    e.sync().unwrap();
+    // A rebuild of what is left interns its strings in another order: compare by string.
+    let (_copy, rebuilt) = rebuilt_copy(dir.path(), &clock);
+    let by_name = |e: &Engine, group: Group, range: TimeRange| -> std::collections::BTreeMap<String, Agg> {
+        e.breakdown(group, range)
+            .into_iter()
+            .map(|(id, agg)| (if group == Group::StatusClass { id.to_string() } else { e.resolve(Sym(id)).to_string() }, agg))
+            .collect()
+    };
+    let everything = TimeRange { from_ms: 0, to_ms: i64::MAX / 4 };
+    let hours = (0..14).map(|h| TimeRange { from_ms: T0 + h * 3_600_000, to_ms: T0 + (h + 1) * 3_600_000 });
+    for range in std::iter::once(everything).chain(hours) {
+        assert_eq!(e.summary(range), rebuilt.summary(range), "{range:?}");
+        for group in Group::ALL {
+            assert_eq!(by_name(&e, group, range), by_name(&rebuilt, group, range), "{group:?} {range:?}");
+        }
+    }
+    let named = |e: &Engine| all_events(e).iter().map(|ev| (ev.seq, ev.ts_ms, e.resolve(ev.dim(Dim::Key)).to_string())).collect::<Vec<_>>();
+    assert_eq!(named(&e), named(&rebuilt));
+}
+
 /// Case 11: late events land in past buckets; far-future ones are clamped and flagged.
 #[test]
 fn out_of_order_and_far_future_timestamps() {
@@ -1117,3 +1185,4 @@ fn appends_right_after_opening_an_empty_store_keep_their_index_entries() {
     // A hang is a failure too.
     finished.recv_timeout(std::time::Duration::from_secs(60)).expect("appends and reads finish");
 }
+
