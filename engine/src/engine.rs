@@ -1101,7 +1101,7 @@ impl Engine {
             None => Some(job),
         };
         if let Some(Compaction::Segment(seg)) = unsent {
-            swap_compacted(st, &seg, seg.compacted());
+            let _ = swap_compacted(st, &seg, seg.compacted());
         }
     }
 
@@ -1373,8 +1373,10 @@ impl Engine {
             for h in ids {
                 st.dedup.seen.remove(&h);
             }
-            st.sealed.remove(0);
+            // Its memory is freed after the lock (when the last reader lets go of it).
+            let removed = st.sealed.remove(0);
             drop(st);
+            drop(removed);
             report.segments_deleted += 1;
             report.events_deleted += oldest.n_events;
             report.bytes_deleted += oldest.bytes_used;
@@ -1744,7 +1746,10 @@ fn compactor(state: std::sync::Weak<RwLock<State>>, jobs: std::sync::mpsc::Recei
             Compaction::Segment(seg) => {
                 let lean = seg.compacted();
                 let Some(state) = state.upgrade() else { return };
-                swap_compacted(&mut state.write().unwrap_or_else(|e| e.into_inner()), &seg, lean);
+                let replaced = swap_compacted(&mut state.write().unwrap_or_else(|e| e.into_inner()), &seg, lean);
+                // Freed here, after the lock: the bitmaps of a 64 MiB segment are thousands of
+                // allocations.
+                drop(replaced);
             }
             Compaction::Barrier(done) => {
                 let _ = done.send(());
@@ -1753,14 +1758,13 @@ fn compactor(state: std::sync::Weak<RwLock<State>>, jobs: std::sync::mpsc::Recei
     }
 }
 
-/// Puts `lean`, a compacted copy of `seg`, in its place, unless retention deleted it meanwhile.
-/// Readers holding `seg` keep reading it (the same events and bitmaps).
-fn swap_compacted(st: &mut State, seg: &Arc<Segment>, lean: Segment) {
-    if let Some(slot) = st.sealed.iter_mut().find(|s| Arc::ptr_eq(s, seg)) {
-        // Retention clears the flag under the lock this holds.
-        lean.ids_in_dedup.store(slot.ids_in_dedup.load(Ordering::Relaxed), Ordering::Relaxed);
-        *slot = Arc::new(lean);
-    }
+/// Puts `lean`, a compacted copy of `seg`, in its place, unless retention deleted it meanwhile;
+/// returns what it replaced. Readers holding `seg` keep reading it (the same events and bitmaps).
+fn swap_compacted(st: &mut State, seg: &Arc<Segment>, lean: Segment) -> Option<Arc<Segment>> {
+    let slot = st.sealed.iter_mut().find(|s| Arc::ptr_eq(s, seg))?;
+    // Retention clears the flag under the lock this holds.
+    lean.ids_in_dedup.store(slot.ids_in_dedup.load(Ordering::Relaxed), Ordering::Relaxed);
+    Some(std::mem::replace(slot, Arc::new(lean)))
 }
 
 fn retention_worker(weak: std::sync::Weak<Shared>, durable: Arc<Durable>, every_ms: u64) {

@@ -9,7 +9,6 @@
 use std::hash::Hasher;
 use std::sync::Arc;
 
-
 use crate::event::Sym;
 use crate::table::{OpenTable, TableSlot};
 
