@@ -105,6 +105,13 @@ fn retention_drops_old_segments_and_the_numbers_follow() {
     // stop saved.
     server.restart();
     assert!(server.logs().contains("loaded the state saved at the last clean stop"), "{}", server.logs());
+    // The pass runs beside the first requests (it holds the engine's lock only to take each
+    // segment out): wait for its report.
+    let waited = std::time::Instant::now();
+    while !server.logs().contains("retention deleted") {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(30), "no retention pass reported: {}", server.logs());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let after = server.data("/api/console/stats?top=1000");
     let calls = after["api_call_count"].as_u64().unwrap();
     assert!(calls < (old.len() + recent.len()) as u64, "old segments were dropped");
