@@ -366,7 +366,8 @@ struct State {
     fold_queue: FoldQueue,
     interner: Interner,
     dedup: Dedup,
-    rollups: Rollups,
+    /// Shared so that a retention pass copies it outside the lock.
+    rollups: Arc<Rollups>,
     next_seq: u64,
     /// Reused encode buffer, and where in it each event's frame starts.
     buf: Vec<u8>,
@@ -758,7 +759,7 @@ impl Engine {
             fold_queue,
             interner,
             dedup,
-            rollups,
+            rollups: Arc::new(rollups),
             next_seq,
             buf: Vec::new(),
             event_frames: Vec::new(),
@@ -1294,7 +1295,6 @@ impl Engine {
         }
     }
 
-    /// The long-term daily rollups of deleted segments, for UTC days in `[from_day, to_day)`.
     /// Calls `f` with the materialised views (for tests that compare live and rebuilt views).
     #[doc(hidden)]
     pub fn with_views<R>(&self, f: impl FnOnce(&Views) -> R) -> R {
@@ -1302,16 +1302,18 @@ impl Engine {
         f(&self.folded(&st).views)
     }
 
+    /// The long-term daily rollups of the segments retention deleted.
     pub fn rollups(&self) -> Rollups {
-        self.read().rollups.clone()
+        Rollups::clone(&self.read().rollups)
     }
 
     /// Deletes whole oldest sealed segments beyond the retention limits, folding them into the
     /// daily rollups first.
     ///
-    /// A pass holds the state lock (so appends and reads wait) only to subtract a segment from
-    /// the views and take it out of the log: what it adds to the rollups, and its event ids, are
-    /// read before, and its file is deleted after. Passes take turns.
+    /// A pass holds the state lock (so appends and reads wait) only to copy the views, and then
+    /// to add to the copy what was appended since and swap it in as it takes the segment out of
+    /// the log. The rollups, the event ids and the subtraction from the copy are done outside
+    /// it, and the file is deleted after. Passes take turns.
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         let _turn = self.shared.retention_turn.lock().unwrap_or_else(|e| e.into_inner());
         let opts = &self.shared.opts;
@@ -1339,44 +1341,54 @@ impl Engine {
                 }
                 true
             });
-            let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-            debug_assert_eq!(st.sealed.first().map(|s| s.base_seq()), Some(oldest.base_seq()));
-            // Subtract, then persist the rollups, then delete: a crash in between never counts
-            // twice (an open removes a segment the rollups already hold).
-            {
-                let mut folded = self.shared.fold.write_through(&st.fold_queue);
-                let views = &mut folded.views;
-                pipelined(
-                    "tokenboard-retire",
-                    &|to: &mut dyn FnMut(StoredEvent) -> bool| oldest.for_each(to),
-                    &mut |batch| batch.iter().for_each(|ev| views.apply(ev, Sign::Sub)),
-                );
-            }
-            let mut rollups = st.rollups.clone();
-            rollups.absorb(builder, &st.interner);
+            // The rollups with the segment, and the views without it: a copy of the views as
+            // of the events handed to them so far (appends wait only while it is made), the
+            // segment subtracted from it outside the lock, then, under the lock, the events
+            // appended meanwhile added. Only a pass changes the rollups.
+            let (mut views, through, rollups, names) = {
+                let st = self.read();
+                let views = self.shared.fold.read_through(&st.fold_queue).views.clone();
+                let names: rustc_hash::FxHashMap<u32, String> =
+                    builder.symbols().map(|s| (s.0, st.interner.resolve(s).to_string())).collect();
+                (views, st.fold_queue.through, st.rollups.clone(), names)
+            };
+            let mut rollups = Rollups::clone(&rollups);
+            rollups.absorb(builder, |s| &names[&s.0]);
             if let Some(last) = oldest.last_seq {
                 rollups.folded_through_seq = rollups.folded_through_seq.max(last);
             }
-            if let Err(e) = rollups.save(&opts.dir) {
-                // Nothing was deleted: the views get the segment back (adding is the exact
-                // inverse of removing), so they still equal a fold over the log.
-                let mut folded = self.shared.fold.write_through(&st.fold_queue);
-                oldest.for_each(&mut |ev| {
-                    folded.views.apply(&ev, Sign::Add);
+            // Persist the rollups, then take the segment out of the views and the log, then
+            // delete it: a crash in between never counts twice (an open removes a segment the
+            // rollups already hold). If they cannot be saved, nothing changes.
+            rollups.save(&opts.dir)?;
+            pipelined(
+                "tokenboard-retire",
+                &|to: &mut dyn FnMut(StoredEvent) -> bool| oldest.for_each(to),
+                &mut |batch| batch.iter().for_each(|ev| views.apply(ev, Sign::Sub)),
+            );
+            let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            debug_assert_eq!(st.sealed.first().map(|s| s.base_seq()), Some(oldest.base_seq()));
+            let mut folded = self.shared.fold.write_through(&st.fold_queue);
+            for seg in st.segments().filter(|s| s.last_seq.is_some_and(|last| last > through)) {
+                seg.for_each_after(through, &mut |ev| {
+                    views.apply(&ev, Sign::Add);
                     true
                 });
-                return Err(e);
             }
-            st.rollups = rollups;
+            std::mem::swap(&mut folded.views, &mut views);
+            drop(folded);
+            st.rollups = Arc::new(rollups);
             // The rollups hold the segment now: it leaves the log here even if its file cannot
             // be removed at once (the next open removes it), or it would be counted twice.
             for h in ids {
                 st.dedup.seen.remove(&h);
             }
-            // Its memory is freed after the lock (when the last reader lets go of it).
+            // Its memory, and the views before, are freed after the lock (the segment's once the
+            // last reader lets go of it).
             let removed = st.sealed.remove(0);
             drop(st);
             drop(removed);
+            drop(views);
             report.segments_deleted += 1;
             report.events_deleted += oldest.n_events;
             report.bytes_deleted += oldest.bytes_used;
@@ -2013,3 +2025,4 @@ mod tests {
         }
     }
 }
+

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::event::{Dim, StoredEvent};
+use crate::event::{Dim, StoredEvent, Sym};
 use crate::interner::Interner;
 
 pub const ROLLUP_FILE: &str = "rollups.bin";
@@ -77,12 +77,12 @@ impl Rollups {
     }
 
     /// Folds in what a builder gathered.
-    pub fn absorb(&mut self, builder: RollupBuilder, interner: &Interner) {
+    pub fn absorb<'a>(&mut self, builder: RollupBuilder, name: impl Fn(Sym) -> &'a str) {
         for ((day, group, key), agg) in builder.cells {
             let name = match group {
                 RollupGroup::All => String::new(),
                 RollupGroup::StatusClass => key.to_string(),
-                _ => interner.resolve(crate::event::Sym(key)).to_string(),
+                _ => name(Sym(key)).to_string(),
             };
             let cell = self.days.entry((day, group, name)).or_default();
             cell.calls += agg.calls;
@@ -168,6 +168,12 @@ impl RollupBuilder {
             self.cells.entry((day, group, key)).or_default().add(ev);
         }
         self.last_seq = self.last_seq.max(ev.seq);
+    }
+
+    /// The interned strings the gathered cells are named by, each once.
+    pub fn symbols(&self) -> impl Iterator<Item = Sym> {
+        let named = self.cells.keys().filter(|(_, g, _)| !matches!(g, RollupGroup::All | RollupGroup::StatusClass));
+        named.map(|&(_, _, key)| key).collect::<rustc_hash::FxHashSet<u32>>().into_iter().map(Sym)
     }
 }
 

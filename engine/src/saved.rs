@@ -178,6 +178,19 @@ pub struct Lazy<T> {
     saved: std::sync::Mutex<Option<SavedBytes>>,
 }
 
+/// The value if decoded, else the same saved bytes (never neither: a decode puts the value in
+/// place before it lets the bytes go).
+impl<T: Clone> Clone for Lazy<T> {
+    fn clone(&self) -> Self {
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match (self.value.get(), saved) {
+            (Some(v), _) => Lazy::new(v.clone()),
+            (None, Some(bytes)) => Lazy::saved(bytes),
+            (None, None) => unreachable!("an undecoded value keeps its bytes"),
+        }
+    }
+}
+
 impl<T> Lazy<T> {
     pub fn new(value: T) -> Lazy<T> {
         Lazy { value: value.into(), saved: std::sync::Mutex::new(None) }

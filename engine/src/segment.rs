@@ -709,6 +709,18 @@ impl Segment {
         true
     }
 
+    /// Calls `f` with each event after sequence number `seq`, in order, until it returns false.
+    pub fn for_each_after(&self, seq: u64, f: &mut dyn FnMut(StoredEvent) -> bool) {
+        let from = seq.saturating_add(1).saturating_sub(self.base_seq()) / u64::from(BLOCK_EVENTS);
+        let first = usize::try_from(from).unwrap_or(usize::MAX);
+        for b in first..self.blocks.len() {
+            let go = self.visit_block(b, &|delta| self.base_seq() + u64::from(delta) > seq, f);
+            if !go {
+                return;
+            }
+        }
+    }
+
     /// Calls `f` for every event of the segment in sequence order.
     pub fn for_each(&self, f: &mut dyn FnMut(StoredEvent) -> bool) {
         for b in 0..self.blocks.len() {

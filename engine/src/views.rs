@@ -346,7 +346,7 @@ pub enum ViewError {
     EmptyRange,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct MinuteSlot {
     agg: AggCell,
     hist: SlotHist<u16>,
@@ -367,10 +367,11 @@ impl PartialEq for MinuteSlot {
 /// answers skip most of the views (their decode and the page faults of their hundreds of
 /// thousands of allocations). A background thread decodes the rest soon after the open
 /// (`Views::load_saved_day`), which lets the file go.
+#[derive(Clone)]
 struct Lazy<T: DayPart>(crate::saved::Lazy<T>);
 
 /// What a [`Lazy`] can hold.
-trait DayPart: Serialize + serde::de::DeserializeOwned {
+trait DayPart: Serialize + serde::de::DeserializeOwned + Clone {
     /// Whether a decoded value has the right shape (a slot array its length).
     fn is_whole(&self) -> bool {
         true
@@ -386,7 +387,7 @@ impl DayPart for MinuteSlots {
 }
 
 /// The quarter slots of a day.
-#[derive(PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 struct Quarters(#[serde(with = "crate::saved::arrays")] [Option<Box<QuarterSlot>>; QUARTERS_PER_DAY]);
 
 impl DayPart for Quarters {}
@@ -497,7 +498,7 @@ const QUARTER_RUNS_MAX: usize = 128;
 const DAY_RUNS_MAX: usize = 256;
 
 /// A frozen hour's totals, with its histograms as a trend bucket returns them.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct HourTotal {
     agg: AggCell,
     latency: Histogram,
@@ -505,13 +506,13 @@ struct HourTotal {
 }
 
 /// The totals of a UTC quarter hour.
-#[derive(PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 struct QuarterSlot {
     agg: AggCell,
     hist: SlotHist<u32>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct HourSlot {
     /// Events held; the slot goes when it returns to zero.
     calls: u64,
@@ -536,7 +537,7 @@ impl PartialEq for HourSlot {
 }
 
 /// Everything kept for one UTC day.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct DayBlock {
     day: i64,
     /// Events held; the block goes when it returns to zero.
@@ -786,6 +787,7 @@ impl TurnedHot {
 }
 
 /// The materialised views.
+#[derive(Clone)]
 pub struct Views {
     /// Sorted by day; only days holding events.
     days: Vec<DayBlock>,
