@@ -32,7 +32,7 @@ use crate::fold::{self, Fold, FoldQueue, Folded};
 use crate::format::{self, SegmentHeader, FORMAT_VERSION, KIND_DICT, KIND_EVENT, SEGMENT_HEADER_BYTES};
 use crate::index::{self, LogFilter};
 use crate::interner::{same_str, Interner, STRINGS_MAX};
-use crate::rollup::{self, Rollups};
+use crate::rollup::{self, History, HistoryBucket, HistoryRow, RollupAgg, RollupGroup, Rollups};
 use crate::saved;
 use crate::index::{LazyIndex, SegmentIndex};
 use crate::segment::{self, ScanBounds, ScanIssue, Segment, Shape};
@@ -1307,6 +1307,49 @@ impl Engine {
         Rollups::clone(&self.read().rollups)
     }
 
+    /// What the log and the rollups hold per UTC day (or month, `monthly`) over the UTC days
+    /// `[from_day, to_day)` (days since the epoch), and per name of `group` over the whole
+    /// range: the history that outlives the raw log's retention. Both parts come from one state
+    /// of the engine, so an event is in exactly one of them.
+    pub fn history(&self, from_day: i64, to_day: i64, monthly: bool, group: RollupGroup) -> Result<History> {
+        let day_ms = rollup::MS_PER_DAY;
+        let limit = i64::MAX / 4 / day_ms;
+        let (from_day, to_day) = (from_day.clamp(-limit, limit), to_day.clamp(-limit, limit));
+        if from_day >= to_day {
+            return Ok(History::default());
+        }
+        let range = TimeRange::new(from_day * day_ms, to_day * day_ms);
+        let granularity = if monthly { Granularity::Month } else { Granularity::Day };
+        let st = self.read();
+        let folded = self.folded(&st);
+        let trend = folded.views.trend(range, granularity, chrono_tz::UTC, &mut SegmentScan { st: &st })?;
+        let mut buckets: Vec<HistoryBucket> = trend
+            .iter()
+            .map(|b| HistoryBucket { start_ms: b.start_ms, end_ms: b.end_ms, log: RollupAgg::of_agg(&b.agg), rollups: RollupAgg::default() })
+            .collect();
+        let mut by_name: FxHashMap<String, HistoryRow> = FxHashMap::default();
+        if let Some(g) = view_group(group) {
+            for (k, agg) in folded.views.breakdown(g, range, &mut SegmentScan { st: &st }) {
+                let name = if g == Group::StatusClass { k.to_string() } else { st.interner.resolve(Sym(k)).to_string() };
+                by_name.entry(name.clone()).or_insert_with(|| HistoryRow { name, ..HistoryRow::default() }).log.merge(&RollupAgg::of_agg(&agg));
+            }
+        }
+        for ((day, g, name), agg) in st.rollups.range(from_day, to_day) {
+            if *g == RollupGroup::All {
+                let at = day * day_ms;
+                let i = buckets.partition_point(|b| b.end_ms <= at);
+                if let Some(b) = buckets.get_mut(i) {
+                    b.rollups.merge(agg);
+                }
+            } else if *g == group {
+                by_name.entry(name.clone()).or_insert_with(|| HistoryRow { name: name.clone(), ..HistoryRow::default() }).rollups.merge(agg);
+            }
+        }
+        let mut breakdown: Vec<HistoryRow> = by_name.into_values().collect();
+        breakdown.sort_by(|a, b| b.total().total_tokens().cmp(&a.total().total_tokens()).then_with(|| a.name.cmp(&b.name)));
+        Ok(History { buckets, breakdown })
+    }
+
     /// Deletes whole oldest sealed segments beyond the retention limits, folding them into the
     /// daily rollups first.
     ///
@@ -2026,3 +2069,14 @@ mod tests {
     }
 }
 
+/// The views' group that a rollup group names; `None` for all calls.
+fn view_group(group: RollupGroup) -> Option<Group> {
+    match group {
+        RollupGroup::All => None,
+        RollupGroup::Model => Some(Group::Model),
+        RollupGroup::Key => Some(Group::Key),
+        RollupGroup::Provider => Some(Group::Provider),
+        RollupGroup::Credential => Some(Group::Credential),
+        RollupGroup::StatusClass => Some(Group::StatusClass),
+    }
+}

@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, StoredEvent, Sym};
+use crate::views::Agg;
 use crate::interner::Interner;
 
 pub const ROLLUP_FILE: &str = "rollups.bin";
 const ROLLUP_MAGIC: [u8; 8] = *b"TKBDRLP\x1a";
 const ROLLUP_VERSION: u16 = 1;
-const MS_PER_DAY: i64 = 86_400_000;
+pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 
 /// What a rollup row is grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,6 +45,24 @@ pub struct RollupAgg {
 }
 
 impl RollupAgg {
+    /// The part of a view's aggregate that rollups keep.
+    pub fn of_agg(a: &Agg) -> RollupAgg {
+        RollupAgg { calls: a.calls, errors: a.errors, tokens: a.tokens, latency_sum_ms: a.latency_sum_ms }
+    }
+
+    pub fn merge(&mut self, o: &RollupAgg) {
+        self.calls = self.calls.saturating_add(o.calls);
+        self.errors = self.errors.saturating_add(o.errors);
+        for (t, v) in self.tokens.iter_mut().zip(o.tokens) {
+            *t = t.saturating_add(v);
+        }
+        self.latency_sum_ms = self.latency_sum_ms.saturating_add(o.latency_sum_ms);
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.tokens.iter().fold(0u64, |a, &t| a.saturating_add(t))
+    }
+
     fn add(&mut self, ev: &StoredEvent) {
         self.calls += 1;
         self.errors += u64::from(!ev.success);
@@ -84,13 +103,7 @@ impl Rollups {
                 RollupGroup::StatusClass => key.to_string(),
                 _ => name(Sym(key)).to_string(),
             };
-            let cell = self.days.entry((day, group, name)).or_default();
-            cell.calls += agg.calls;
-            cell.errors += agg.errors;
-            for (t, v) in cell.tokens.iter_mut().zip(agg.tokens) {
-                *t += v;
-            }
-            cell.latency_sum_ms += agg.latency_sum_ms;
+            self.days.entry((day, group, name)).or_default().merge(&agg);
         }
         self.folded_through_seq = self.folded_through_seq.max(builder.last_seq);
     }
@@ -142,6 +155,41 @@ impl Rollups {
     /// Rows with a UTC day in `[from_day, to_day)`.
     pub fn range(&self, from_day: i64, to_day: i64) -> impl Iterator<Item = (&(i64, RollupGroup, String), &RollupAgg)> {
         self.days.iter().filter(move |((d, _, _), _)| *d >= from_day && *d < to_day)
+    }
+}
+
+/// What the log (its views) and the rollups (the segments retention deleted) hold over a range
+/// of UTC days. A segment's events are counted in one or the other, never both, so the two add.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    /// Per UTC day or month, in time order, covering the range.
+    pub buckets: Vec<HistoryBucket>,
+    /// Per name of the group asked for, over the whole range, most tokens first; empty for
+    /// [`RollupGroup::All`]. Status classes are named by their digit (`"5"`, `"0"` for none).
+    pub breakdown: Vec<HistoryRow>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryBucket {
+    /// UTC start, inclusive, and end, exclusive.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub log: RollupAgg,
+    pub rollups: RollupAgg,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub name: String,
+    pub log: RollupAgg,
+    pub rollups: RollupAgg,
+}
+
+impl HistoryRow {
+    pub fn total(&self) -> RollupAgg {
+        let mut t = self.log.clone();
+        t.merge(&self.rollups);
+        t
     }
 }
 

@@ -534,6 +534,67 @@ fn retention_drops_whole_segments_and_keeps_rollups() {
     assert_eq!(e.rollups().folded_through_seq, all[0].seq - 1);
 }
 
+/// The history adds what the rollups hold to what the log holds, day by day and per name, so
+/// the totals of a range stay the same when retention moves segments from one to the other.
+#[test]
+fn history_adds_the_rollups_to_what_the_log_holds() {
+    use std::collections::BTreeMap;
+    use tokenboard_engine::rollup::{History, RollupGroup};
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(T0);
+    // About 17 days, 1700 s apart, so segments end in the middle of days.
+    let sent = events(21, 3000, T0 - 20 * DAY, 500_000);
+    let mut o = small_segments(dir.path(), &clock);
+    o.retention.max_events = Some(1200);
+    let (e, _) = Engine::open(o.clone()).unwrap();
+    for c in sent.chunks(50) {
+        e.append(c).unwrap();
+    }
+    let (from, to) = (T0.div_euclid(DAY) - 25, T0.div_euclid(DAY) + 1);
+    let mut per_day: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut per_model: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ev in &sent {
+        let tokens: u64 = ev.tokens.to_array().iter().sum();
+        let d = per_day.entry(ev.ts_ms.div_euclid(DAY)).or_default();
+        *d = (d.0 + 1, d.1 + tokens);
+        let m = per_model.entry(ev.dims[Dim::Model as usize].clone()).or_default();
+        *m = (m.0 + 1, m.1 + tokens);
+    }
+    let check = |h: &History| {
+        assert_eq!(h.buckets.len() as i64, to - from);
+        for b in &h.buckets {
+            let want = per_day.get(&b.start_ms.div_euclid(DAY)).copied().unwrap_or_default();
+            let (calls, tokens) = (b.log.calls + b.rollups.calls, b.log.total_tokens() + b.rollups.total_tokens());
+            assert_eq!((calls, tokens), want, "day starting {}", b.start_ms);
+        }
+        let got: BTreeMap<String, (u64, u64)> = h.breakdown.iter().map(|r| (r.name.clone(), (r.total().calls, r.total().total_tokens()))).collect();
+        assert_eq!(got, per_model);
+        assert!(h.breakdown.windows(2).all(|w| w[0].total().total_tokens() >= w[1].total().total_tokens()));
+    };
+    let h = e.history(from, to, false, RollupGroup::Model).unwrap();
+    check(&h);
+    assert!(h.buckets.iter().all(|b| b.rollups.calls == 0));
+    let report = e.enforce_retention().unwrap();
+    assert!(report.segments_deleted > 0);
+    let h = e.history(from, to, false, RollupGroup::Model).unwrap();
+    check(&h);
+    assert_eq!(h.buckets.iter().map(|b| b.rollups.calls).sum::<u64>(), report.events_deleted);
+    assert!(h.buckets.iter().any(|b| b.rollups.calls > 0 && b.log.calls > 0), "a day split between the two");
+    // Months, and the status classes by their digit.
+    let months = e.history(from, to, true, RollupGroup::StatusClass).unwrap();
+    assert!(months.buckets.len() <= 2);
+    assert_eq!(months.buckets.iter().map(|b| b.log.calls + b.rollups.calls).sum::<u64>(), 3000);
+    assert!(months.breakdown.iter().all(|r| r.name.len() == 1 && r.name.parse::<u8>().is_ok()), "{:?}", months.breakdown);
+    assert_eq!(months.breakdown.iter().map(|r| r.total().calls).sum::<u64>(), 3000);
+    // A reopen answers the same.
+    e.close().unwrap();
+    drop(e);
+    let (e, _) = Engine::open(o).unwrap();
+    assert_eq!(e.history(from, to, false, RollupGroup::Model).unwrap(), h);
+    assert_eq!(e.history(to, from, false, RollupGroup::All).unwrap(), History::default());
+}
+
 /// Retention whose rollups cannot be saved deletes nothing and leaves the views equal to the
 /// log; the next pass, once they can be, deletes as usual.
 #[test]
