@@ -1959,6 +1959,18 @@ fn release_tail(file: &File, committed_len: u64, file_len: u64) {
     }
 }
 
+/// The views' group that a rollup group names; `None` for all calls.
+fn view_group(group: RollupGroup) -> Option<Group> {
+    match group {
+        RollupGroup::All => None,
+        RollupGroup::Model => Some(Group::Model),
+        RollupGroup::Key => Some(Group::Key),
+        RollupGroup::Provider => Some(Group::Provider),
+        RollupGroup::Credential => Some(Group::Credential),
+        RollupGroup::StatusClass => Some(Group::StatusClass),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2069,14 +2081,3 @@ mod tests {
     }
 }
 
-/// The views' group that a rollup group names; `None` for all calls.
-fn view_group(group: RollupGroup) -> Option<Group> {
-    match group {
-        RollupGroup::All => None,
-        RollupGroup::Model => Some(Group::Model),
-        RollupGroup::Key => Some(Group::Key),
-        RollupGroup::Provider => Some(Group::Provider),
-        RollupGroup::Credential => Some(Group::Credential),
-        RollupGroup::StatusClass => Some(Group::StatusClass),
-    }
-}
