@@ -377,6 +377,125 @@ pub async fn usage_trend(State(st): State<Shared>, Query(q): Query<Params>) -> R
     Ok(ok(doc))
 }
 
+/// The longest history one request may span.
+const HISTORY_DAYS_MAX: i64 = 3660;
+
+fn parse_day(name: &str, v: &str) -> Result<i64, ApiError> {
+    let date = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| ApiError::field(name, "must be a UTC date such as 2026-11-30"))?;
+    Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis().div_euclid(DAY_MS))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn day_label(ms: i64, monthly: bool) -> String {
+    let t = Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+    t.format(if monthly { "%Y-%m" } else { "%Y-%m-%d" }).to_string()
+}
+
+/// `GET /api/console/history`: calls and tokens per UTC day or month over up to ten years, with
+/// what retention deleted from the log counted from the daily rollups, and the same per model,
+/// key, provider, credential or status class over the range.
+pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Result<Response, ApiError> {
+    use tokenboard_engine::rollup::RollupGroup;
+    let monthly = match param(&q, "granularity").unwrap_or("day") {
+        "day" => false,
+        "month" => true,
+        _ => return Err(ApiError::field("granularity", "must be day or month (history is kept per UTC day)")),
+    };
+    let group = match param(&q, "group") {
+        None => RollupGroup::All,
+        Some("model") => RollupGroup::Model,
+        Some("key") => RollupGroup::Key,
+        Some("provider") => RollupGroup::Provider,
+        Some("credential") => RollupGroup::Credential,
+        Some("status") => RollupGroup::StatusClass,
+        Some(_) => return Err(ApiError::field("group", "must be model, key, provider, credential or status")),
+    };
+    let top = parse_int(&q, "top", 1, 1000, 20)? as usize;
+    let today = now_ms().div_euclid(DAY_MS);
+    let (from, to) = match (param(&q, "from"), param(&q, "to")) {
+        (None, None) => {
+            let days = parse_int(&q, "days", 1, HISTORY_DAYS_MAX, 90)?;
+            (today + 1 - days, today + 1)
+        }
+        (_, _) if param(&q, "days").is_some() => return Err(ApiError::field("days", "give either days or from/to, not both")),
+        (from, to) => {
+            let to = to.map(|v| parse_day("to", v)).transpose()?.unwrap_or(today) + 1;
+            let from = match from {
+                Some(v) => parse_day("from", v)?,
+                None => to - 90,
+            };
+            if from >= to {
+                return Err(ApiError::field("to", "must be on or after from"));
+            }
+            if to - from > HISTORY_DAYS_MAX {
+                return Err(ApiError::field("from", format!("the range may span at most {HISTORY_DAYS_MAX} days")));
+            }
+            (from, to)
+        }
+    };
+    let st2 = st.clone();
+    let doc = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let h = st2.engine.history(from, to, monthly, group).map_err(ApiError::engine)?;
+        let series = |f: &dyn Fn(&tokenboard_engine::rollup::HistoryBucket) -> Value| Value::Array(h.buckets.iter().map(f).collect());
+        let mut rows: Vec<Value> = Vec::new();
+        let mut other = tokenboard_engine::rollup::HistoryRow { name: "other".to_string(), ..Default::default() };
+        for (i, r) in h.breakdown.iter().enumerate() {
+            if i >= top {
+                other.log.merge(&r.log);
+                other.rollups.merge(&r.rollups);
+                continue;
+            }
+            let name = if group == RollupGroup::StatusClass { status_class_name(r.name.parse().unwrap_or(0)) } else { r.name.clone() };
+            let mut row = history_row_json(&name, r);
+            if group == RollupGroup::Key {
+                annotate_key(&st2.keys, &mut row);
+            }
+            rows.push(row);
+        }
+        if other.log.calls + other.rollups.calls > 0 {
+            let mut o = history_row_json("other", &other);
+            o["other"] = json!(true);
+            rows.push(o);
+        }
+        let status = st2.engine.status();
+        Ok(json!({
+            "labels": series(&|b| json!(day_label(b.start_ms, monthly))),
+            "starts": series(&|b| json!(b.start_ms)),
+            "ends": series(&|b| json!(b.end_ms)),
+            "callData": series(&|b| json!(b.log.calls + b.rollups.calls)),
+            "tokenData": series(&|b| json!(b.log.total_tokens() + b.rollups.total_tokens())),
+            "errorData": series(&|b| json!(b.log.errors + b.rollups.errors)),
+            "rolledUp": {
+                "callData": series(&|b| json!(b.rollups.calls)),
+                "tokenData": series(&|b| json!(b.rollups.total_tokens())),
+            },
+            "rows": rows,
+            "group": param(&q, "group"),
+            "granularity": if monthly { "month" } else { "day" },
+            "range": { "from": day_label(from * DAY_MS, false), "to": day_label((to - 1) * DAY_MS, false), "tz": "UTC" },
+            "log_oldest": status.oldest_ts_ms.map(|t| format_ts(t, chrono_tz::UTC)),
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("read failed: {e}")))??;
+    Ok(ok(doc))
+}
+
+fn history_row_json(name: &str, r: &tokenboard_engine::rollup::HistoryRow) -> Value {
+    let t = r.total();
+    json!({
+        "name": name,
+        "call_count": t.calls,
+        "token_count": t.total_tokens(),
+        "tokens": tokens_json(&t.tokens),
+        "error_count": t.errors,
+        "success_rate": (t.calls > 0).then(|| round2(t.calls.saturating_sub(t.errors) as f64 * 100.0 / t.calls as f64)),
+        "avg_time": (t.calls > 0).then(|| round2(t.latency_sum_ms as f64 / t.calls as f64)),
+        "rolled_up": { "call_count": r.rollups.calls, "token_count": r.rollups.total_tokens() },
+    })
+}
+
 fn trend_json(buckets: &[TrendBucket], g: Granularity, rq: &ReadQuery) -> Value {
     let series = |f: &dyn Fn(&TrendBucket) -> Value| Value::Array(buckets.iter().map(f).collect());
     let bucket_series = |i: usize| series(&|b| json!(b.agg.tokens[i]));

@@ -157,6 +157,7 @@ pub fn router(st: Shared) -> Router {
     let read = Router::new()
         .route("/api/console/stats", get(crate::console::stats))
         .route("/api/console/usage-trend", get(crate::console::usage_trend))
+        .route("/api/console/history", get(crate::console::history))
         .route("/api/console/logs", get(crate::console::logs))
         .route("/api/console/keys", get(crate::console::list_keys))
         .route("/api/console/export", get(crate::export::export))

@@ -188,6 +188,7 @@ fn routes() -> Vec<(&'static str, &'static str, &'static str)> {
         ("POST", "/api/ingest/events", "ingest"),
         ("GET", "/api/console/stats", "read"),
         ("GET", "/api/console/usage-trend", "read"),
+        ("GET", "/api/console/history", "read"),
         ("GET", "/api/console/logs", "read"),
         ("GET", "/api/console/keys", "read"),
         ("GET", "/api/console/export", "read"),

@@ -133,4 +133,24 @@ fn retention_drops_old_segments_and_the_numbers_follow() {
     let metrics = String::from_utf8(server.raw("/metrics")).unwrap();
     let deleted = metrics.lines().find(|l| l.starts_with("tokenboard_retention_segments_deleted_total ")).unwrap();
     assert_ne!(deleted, "tokenboard_retention_segments_deleted_total 0");
+    // The history still counts every call: what retention deleted from the daily rollups.
+    let sum = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum::<u64>();
+    let h = server.data("/api/console/history?days=90&group=model&top=1000");
+    assert_eq!(h["labels"].as_array().unwrap().len(), 90);
+    assert_eq!(sum(&h["callData"]), (old.len() + recent.len()) as u64);
+    assert_eq!(sum(&h["rolledUp"]["callData"]), (old.len() + recent.len()) as u64 - calls);
+    let all_tokens: u64 = old.iter().chain(&recent).map(TestEvent::total).sum();
+    assert_eq!(sum(&h["tokenData"]), all_tokens);
+    let per_model: u64 = h["rows"].as_array().unwrap().iter().map(|r| r["call_count"].as_u64().unwrap()).sum();
+    assert_eq!(per_model, (old.len() + recent.len()) as u64);
+    let months = server.data("/api/console/history?days=90&granularity=month");
+    assert_eq!(sum(&months["callData"]), (old.len() + recent.len()) as u64);
+    let (s, v) = server.get("/api/console/history?group=team");
+    assert_eq!((s, v["msg"].as_str().unwrap().starts_with("group:")), (400, true), "{v}");
+    for (query, field) in [("days=3661", "days:"), ("days=7&from=2026-01-01", "days:"), ("from=2026-02-01&to=2026-01-01", "to:"), ("from=2016-01-01&to=2026-12-01", "from:")] {
+        let (s, v) = server.get(&format!("/api/console/history?{query}"));
+        assert_eq!((s, v["msg"].as_str().unwrap().starts_with(field)), (400, true), "{query}: {v}");
+    }
+    let (s, v) = server.get("/api/console/history?from=2026-13-01");
+    assert_eq!((s, v["msg"].as_str().unwrap().starts_with("from:")), (400, true), "{v}");
 }

@@ -257,6 +257,37 @@ test('language and time zone switch labels and bucket boundaries', async () => {
   assert.equal(await page.inputValue('[data-testid="tz-select"]'), 'America/New_York')
 })
 
+test('history counts calls per UTC day and month, back beyond the dashboard ranges', async () => {
+  const DAY = 86_400_000
+  const old = { event_id: 'h1', ts: NOW - 200 * DAY, method: 'POST', endpoint: '/v1/messages', model: 'model-old', provider: 'legacy', credential: 'cred-9', key: 'key-old', status: 200, tokens: { input_uncached: 111, output: 22 }, latency_ms: 100 }
+  await ingest([old])
+  await page.click('[data-testid="nav-history"]')
+  await page.selectOption('[data-testid="history-days"]', '365')
+  const h = (await api(server.base, 'GET', '/api/console/history?days=365&group=model')).json.data
+  const total = (xs) => xs.reduce((a, b) => a + b, 0)
+  assert.ok(total(h.callData) >= EVENTS.length + 1, JSON.stringify(h.callData))
+  await page.waitForFunction((n) => document.querySelector('[data-testid="history-calls"] .num')?.getAttribute('data-exact') === String(n), total(h.callData))
+  assert.equal(await exact('history-tokens'), String(total(h.tokenData)))
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="history-rows"] td.name')].some((td) => td.textContent.trim() === 'model-old'))
+  await shot('history')
+  // The old call's UTC day holds it alone.
+  await page.click('[data-testid="history-data"] summary')
+  const day = new Date(old.ts).toISOString().slice(0, 10)
+  const row = page.locator('[data-testid="history-data"] tbody tr', { hasText: day })
+  assert.equal(await row.locator('td.r .num').first().getAttribute('data-exact'), '1')
+  // Months, and a breakdown by provider.
+  await page.selectOption('[data-testid="history-granularity"]', { label: 'month' })
+  await page.waitForSelector('[data-testid="history-data"][data-granularity="month"]')
+  const month = page.locator('[data-testid="history-data"] tbody tr', { hasText: day.slice(0, 7) })
+  assert.equal(await month.count(), 1)
+  await page.selectOption('[data-testid="history-group"]', 'provider')
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="history-rows"] td.name')].some((td) => td.textContent.trim() === 'legacy'))
+  await page.selectOption('[data-testid="lang-select"]', 'zh-CN')
+  assert.equal((await page.textContent('[data-testid="nav-history"]')).trim(), '历史')
+  assert.match(await page.textContent('[data-testid="history-hint"]'), /每日汇总/)
+  await page.selectOption('[data-testid="lang-select"]', 'en')
+})
+
 test('phone-sized screens', async () => {
   await page.setViewportSize({ width: 390, height: 844 })
   await page.click('[data-testid="nav-dashboard"]')

@@ -6,6 +6,7 @@ import Dashboard from './views/Dashboard.vue'
 import Logs from './views/Logs.vue'
 import Keys from './views/Keys.vue'
 import Export from './views/Export.vue'
+import History from './views/History.vue'
 
 // Hash routing: the server's console path is configurable, so URLs never depend on it.
 export const router = createRouter({
@@ -14,6 +15,7 @@ export const router = createRouter({
     { path: '/signin', name: 'signin', component: SignIn, meta: { public: true } },
     { path: '/', name: 'dashboard', component: Dashboard },
     { path: '/logs', name: 'logs', component: Logs },
+    { path: '/history', name: 'history', component: History },
     { path: '/keys', name: 'keys', component: Keys },
     { path: '/export', name: 'export', component: Export },
     { path: '/:rest(.*)*', redirect: '/' },

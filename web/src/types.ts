@@ -64,6 +64,22 @@ export interface Trend {
   granularity: Granularity
 }
 
+export interface History {
+  labels: string[]
+  starts: number[]
+  ends: number[]
+  callData: number[]
+  tokenData: number[]
+  errorData: number[]
+  /** The part of each bucket counted from the daily rollups of deleted segments. */
+  rolledUp: { callData: number[]; tokenData: number[] }
+  rows: GroupRow[]
+  group: string | null
+  granularity: 'day' | 'month'
+  range: { from: string; to: string; tz: string }
+  log_oldest: string | null
+}
+
 export interface LogRow {
   id: number
   timestamp: string

@@ -1,6 +1,6 @@
 export default {
   app: { title: 'Tokenboard', signOut: 'Sign out', theme: { light: 'Light', dark: 'Dark', toggle: 'Switch theme' }, language: 'Language', timeZone: 'Time zone', live: 'Live', offline: 'Reconnecting…' },
-  nav: { dashboard: 'Dashboard', logs: 'Logs', keys: 'Keys', export: 'Export' },
+  nav: { dashboard: 'Dashboard', logs: 'Logs', history: 'History', keys: 'Keys', export: 'Export' },
   signin: {
     title: 'Sign in to Tokenboard',
     hint: 'Paste an admin or read-only token. It is kept in this browser tab only (sessionStorage).',
@@ -26,6 +26,14 @@ export default {
     trend: 'Trend', callsSeries: 'Calls', errorsSeries: 'Errors', tokensSeries: 'Tokens', latencyTrend: 'Latency', p50: 'p50', p95: 'p95',
     showData: 'Show data table', bucket: 'Bucket start', top: { models: 'Top models', keys: 'Top keys', providers: 'Top providers', credentials: 'Top credentials' },
     status: 'Status breakdown', share: 'Share', callsCol: 'Calls', tokensCol: 'Tokens', errorsCol: 'Errors', name: 'Name',
+  },
+  history: {
+    span: 'Span', per: 'Per', group: 'Breakdown', days: 'Last {n} days', utcDay: 'UTC day', range: '{from} to {to} (UTC)',
+    hint: 'Totals per UTC day or month. Calls that retention has removed from the log are still counted, from the daily rollups kept for them.',
+    logFrom: 'The log itself starts at {date}.',
+    rolled: 'From rollups', rolledSub: 'calls no longer in the log', rolledCol: 'From rollups', trend: 'Calls and tokens over time',
+    callsSeries: 'Calls', rolledSeries: 'Calls from rollups', tokensSeries: 'Tokens',
+    by: { model: 'By model', key: 'By key', provider: 'By provider', credential: 'By credential', status: 'By status class' },
   },
   sources: {
     title: 'Collectors', name: 'Name', address: 'Address', mode: 'Mode', status: 'Status', lastEvent: 'Last event', lag: 'Lag', rate: 'Events/s',

@@ -2,7 +2,7 @@ import type en from './en'
 
 const zh: typeof en = {
   app: { title: 'Tokenboard', signOut: '退出登录', theme: { light: '浅色', dark: '深色', toggle: '切换主题' }, language: '语言', timeZone: '时区', live: '实时', offline: '正在重连…' },
-  nav: { dashboard: '仪表板', logs: '日志', keys: '密钥管理', export: '导出' },
+  nav: { dashboard: '仪表板', logs: '日志', history: '历史', keys: '密钥管理', export: '导出' },
   signin: {
     title: '登录 Tokenboard',
     hint: '粘贴管理员或只读令牌。令牌只保存在当前浏览器标签页中（sessionStorage）。',
@@ -28,6 +28,14 @@ const zh: typeof en = {
     trend: '趋势', callsSeries: '调用', errorsSeries: '错误', tokensSeries: 'Token', latencyTrend: '延迟', p50: 'p50', p95: 'p95',
     showData: '显示数据表', bucket: '时段开始', top: { models: '热门模型', keys: '热门密钥', providers: '热门供应商', credentials: '热门凭据' },
     status: '状态分布', share: '占比', callsCol: '调用', tokensCol: 'Token', errorsCol: '错误', name: '名称',
+  },
+  history: {
+    span: '跨度', per: '粒度', group: '分组', days: '最近 {n} 天', utcDay: 'UTC 日期', range: '{from} 至 {to}（UTC）',
+    hint: '按 UTC 日或月汇总。已被保留策略从日志中删除的调用仍会计入，数据来自为其保存的每日汇总。',
+    logFrom: '日志本身从 {date} 开始。',
+    rolled: '来自汇总', rolledSub: '已不在日志中的调用', rolledCol: '来自汇总', trend: '调用量与 Token 随时间变化',
+    callsSeries: '调用', rolledSeries: '来自汇总的调用', tokensSeries: 'Token',
+    by: { model: '按模型', key: '按密钥', provider: '按服务商', credential: '按凭证', status: '按状态类别' },
   },
   sources: {
     title: '采集源', name: '名称', address: '地址', mode: '模式', status: '状态', lastEvent: '最近事件', lag: '延迟', rate: '事件/秒',
