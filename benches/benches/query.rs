@@ -1,8 +1,9 @@
 //! The dashboard questions at `TB_BENCH_EVENTS` events (default 10M): totals, per-model stats, top
-//! keys, a 30-day hourly trend in Asia/Shanghai, and filtered log pages.
+//! keys, a 30-day hourly trend in Asia/Shanghai, a year's history, and filtered log pages.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokenboard_benches::{bench_options, dataset, dataset_events, DAYS, START_MS};
+use tokenboard_engine::rollup::RollupGroup;
 use tokenboard_engine::{Engine, Granularity, Group, LogFilter, StatusFilter, TimeRange, TopBy};
 
 fn query(c: &mut Criterion) {
@@ -29,6 +30,12 @@ fn query(c: &mut Criterion) {
     g.bench_function("trend_30d_hourly_kolkata", |b| b.iter(|| e.trend(month, Granularity::Hour, kolkata).unwrap()));
     let kathmandu: chrono_tz::Tz = "Asia/Kathmandu".parse().unwrap();
     g.bench_function("trend_30d_daily_kathmandu", |b| b.iter(|| e.trend(month, Granularity::Day, kathmandu).unwrap()));
+    // The History screen's question: a year per UTC day, and per key over it.
+    let (first_day, last_day) = (START_MS.div_euclid(day), (START_MS + DAYS * day).div_euclid(day) + 1);
+    let history = |group| e.history(last_day - 365, last_day, false, group).unwrap();
+    assert!(first_day >= last_day - 365);
+    g.bench_function("history_365d_daily", |b| b.iter(|| history(RollupGroup::All)));
+    g.bench_function("history_365d_daily_per_key", |b| b.iter(|| history(RollupGroup::Key)));
     g.bench_function("logs_page_100_newest", |b| b.iter(|| e.logs(&LogFilter::default(), None, 100)));
     let model = e.lookup("claude-sonnet-4-0").unwrap();
     let errors_of_model = LogFilter { model: Some(model), status: Some(StatusFilter::Errors), ..LogFilter::default() };

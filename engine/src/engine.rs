@@ -1320,33 +1320,44 @@ impl Engine {
         }
         let range = TimeRange::new(from_day * day_ms, to_day * day_ms);
         let granularity = if monthly { Granularity::Month } else { Granularity::Day };
-        let st = self.read();
-        let folded = self.folded(&st);
-        let trend = folded.views.trend(range, granularity, chrono_tz::UTC, &mut SegmentScan { st: &st })?;
+        // The log's part under the lock; the rollups as of the same state after it.
+        let (trend, log_rows, rollups) = {
+            let st = self.read();
+            let folded = self.folded(&st);
+            let trend = folded.views.trend(range, granularity, chrono_tz::UTC, &mut SegmentScan { st: &st })?;
+            let rows = view_group(group).map_or_else(Vec::new, |g| {
+                let rows = folded.views.breakdown(g, range, &mut SegmentScan { st: &st });
+                let name = |k: u32| if g == Group::StatusClass { k.to_string() } else { st.interner.resolve(Sym(k)).to_string() };
+                rows.into_iter().map(|(k, agg)| (name(k), RollupAgg::of_agg(&agg))).collect()
+            });
+            (trend, rows, Arc::clone(&st.rollups))
+        };
         let mut buckets: Vec<HistoryBucket> = trend
             .iter()
             .map(|b| HistoryBucket { start_ms: b.start_ms, end_ms: b.end_ms, log: RollupAgg::of_agg(&b.agg), rollups: RollupAgg::default() })
             .collect();
-        let mut by_name: FxHashMap<String, HistoryRow> = FxHashMap::default();
-        if let Some(g) = view_group(group) {
-            for (k, agg) in folded.views.breakdown(g, range, &mut SegmentScan { st: &st }) {
-                let name = if g == Group::StatusClass { k.to_string() } else { st.interner.resolve(Sym(k)).to_string() };
-                by_name.entry(name.clone()).or_insert_with(|| HistoryRow { name, ..HistoryRow::default() }).log.merge(&RollupAgg::of_agg(&agg));
+        for (day, _, agg) in rollups.cells(from_day, to_day, RollupGroup::All) {
+            let i = buckets.partition_point(|b| b.end_ms <= day * day_ms);
+            if let Some(b) = buckets.get_mut(i) {
+                b.rollups.merge(agg);
             }
         }
-        for ((day, g, name), agg) in st.rollups.range(from_day, to_day) {
-            if *g == RollupGroup::All {
-                let at = day * day_ms;
-                let i = buckets.partition_point(|b| b.end_ms <= at);
-                if let Some(b) = buckets.get_mut(i) {
-                    b.rollups.merge(agg);
+        let mut breakdown: Vec<HistoryRow> = log_rows.into_iter().map(|(name, log)| HistoryRow { name, log, rollups: RollupAgg::default() }).collect();
+        if group != RollupGroup::All {
+            let mut rolled = rollups.cells(from_day, to_day, group).peekable();
+            if rolled.peek().is_some() {
+                let mut at: FxHashMap<String, usize> = breakdown.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
+                for (_, name, agg) in rolled {
+                    if let Some(&i) = at.get(name) {
+                        breakdown[i].rollups.merge(agg);
+                    } else {
+                        at.insert(name.to_string(), breakdown.len());
+                        breakdown.push(HistoryRow { name: name.to_string(), rollups: agg.clone(), ..HistoryRow::default() });
+                    }
                 }
-            } else if *g == group {
-                by_name.entry(name.clone()).or_insert_with(|| HistoryRow { name: name.clone(), ..HistoryRow::default() }).rollups.merge(agg);
             }
         }
-        let mut breakdown: Vec<HistoryRow> = by_name.into_values().collect();
-        breakdown.sort_by(|a, b| b.total().total_tokens().cmp(&a.total().total_tokens()).then_with(|| a.name.cmp(&b.name)));
+        breakdown.sort_unstable_by(|a, b| b.total_tokens().cmp(&a.total_tokens()).then_with(|| a.name.cmp(&b.name)));
         Ok(History { buckets, breakdown })
     }
 

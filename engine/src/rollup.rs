@@ -152,9 +152,17 @@ impl Rollups {
         sync_dir(dir)
     }
 
-    /// Rows with a UTC day in `[from_day, to_day)`.
-    pub fn range(&self, from_day: i64, to_day: i64) -> impl Iterator<Item = (&(i64, RollupGroup, String), &RollupAgg)> {
-        self.days.iter().filter(move |((d, _, _), _)| *d >= from_day && *d < to_day)
+    /// The cells of `group` with a UTC day in `[from_day, to_day)`, by day then name: a range
+    /// of the map per day, so other groups' cells (the keys' outnumber the rest) are not read.
+    pub fn cells(&self, from_day: i64, to_day: i64, group: RollupGroup) -> impl Iterator<Item = (i64, &str, &RollupAgg)> {
+        let first = self.days.first_key_value().map_or(to_day, |((d, _, _), _)| *d).max(from_day);
+        let end = self.days.last_key_value().map_or(from_day, |((d, _, _), _)| d + 1).min(to_day);
+        (first..end).flat_map(move |day| {
+            self.days
+                .range((day, group, String::new())..)
+                .take_while(move |((d, g, _), _)| *d == day && *g == group)
+                .map(|((d, _, name), agg)| (*d, name.as_str(), agg))
+        })
     }
 }
 
@@ -190,6 +198,10 @@ impl HistoryRow {
         let mut t = self.log.clone();
         t.merge(&self.rollups);
         t
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.log.total_tokens().saturating_add(self.rollups.total_tokens())
     }
 }
 
