@@ -1235,8 +1235,7 @@ impl Engine {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let st = self.read();
-        Snapshot { sealed: st.sealed.clone(), live: st.live.reader_copy() }
+        Snapshot::of(&self.read())
     }
 
     /// Materialises private views of the events that match `filter` within `range`, over a
@@ -1420,15 +1419,23 @@ impl Engine {
                 &|to: &mut dyn FnMut(StoredEvent) -> bool| oldest.for_each(to),
                 &mut |batch| batch.iter().for_each(|ev| views.apply(ev, Sign::Sub)),
             );
+            // A copy made while the saved state was still being decoded keeps the parts it had
+            // not reached; the loader may be done with the views it saw, so decode them here.
+            if views.holds_saved() {
+                views.load_all_saved();
+            }
+            // What was appended meanwhile: added from a snapshot without the lock, then under it
+            // only what came after the snapshot.
+            let (snapshot, caught_up) = {
+                let st = self.read();
+                (Snapshot::of(&st), st.fold_queue.through)
+            };
+            add_events_after(snapshot.segments().map(|(seg, _)| seg), through, &mut views);
+            drop(snapshot);
             let mut st = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             debug_assert_eq!(st.sealed.first().map(|s| s.base_seq()), Some(oldest.base_seq()));
             let mut folded = self.shared.fold.write_through(&st.fold_queue);
-            for seg in st.segments().filter(|s| s.last_seq.is_some_and(|last| last > through)) {
-                seg.for_each_after(through, &mut |ev| {
-                    views.apply(&ev, Sign::Add);
-                    true
-                });
-            }
+            add_events_after(st.segments(), caught_up, &mut views);
             std::mem::swap(&mut folded.views, &mut views);
             drop(folded);
             st.rollups = Arc::new(rollups);
@@ -1707,6 +1714,10 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    fn of(st: &State) -> Snapshot {
+        Snapshot { sealed: st.sealed.clone(), live: st.live.reader_copy() }
+    }
+
     /// Each segment, with its bitmaps if it has them (the live copy does not).
     fn segments(&self) -> impl Iterator<Item = (&Segment, Option<&SegmentIndex>)> {
         self.sealed.iter().map(|s| (&**s, Some(s.index()))).chain(std::iter::once((&self.live, None)))
@@ -1970,6 +1981,16 @@ fn release_tail(file: &File, committed_len: u64, file_len: u64) {
     }
 }
 
+/// Adds to `views` the events of `segments` after sequence number `seq`.
+fn add_events_after<'a>(segments: impl Iterator<Item = &'a Segment>, seq: u64, views: &mut Views) {
+    for seg in segments.filter(|s| s.last_seq.is_some_and(|last| last > seq)) {
+        seg.for_each_after(seq, &mut |ev| {
+            views.apply(&ev, Sign::Add);
+            true
+        });
+    }
+}
+
 /// The views' group that a rollup group names; `None` for all calls.
 fn view_group(group: RollupGroup) -> Option<Group> {
     match group {
@@ -2091,4 +2112,3 @@ mod tests {
         }
     }
 }
-

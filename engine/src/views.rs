@@ -851,6 +851,11 @@ impl Views {
         self.days.get(i).map(DayBlock::load_saved).is_some()
     }
 
+    /// Decodes everything the days still keep in the saved state.
+    pub(crate) fn load_all_saved(&self) {
+        self.days.iter().for_each(DayBlock::load_saved);
+    }
+
     /// Whether any day still keeps something in the saved state.
     pub(crate) fn holds_saved(&self) -> bool {
         self.days.iter().any(DayBlock::holds_saved)

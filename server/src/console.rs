@@ -420,13 +420,17 @@ pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Resul
         }
         (_, _) if param(&q, "days").is_some() => return Err(ApiError::field("days", "give either days or from/to, not both")),
         (from, to) => {
-            let to = to.map(|v| parse_day("to", v)).transpose()?.unwrap_or(today) + 1;
+            let given_to = to.map(|v| parse_day("to", v)).transpose()?;
+            let to = given_to.unwrap_or(today) + 1;
             let from = match from {
                 Some(v) => parse_day("from", v)?,
                 None => to - 90,
             };
             if from >= to {
-                return Err(ApiError::field("to", "must be on or after from"));
+                return Err(match given_to {
+                    Some(_) => ApiError::field("to", "must be on or after from"),
+                    None => ApiError::field("from", "must not be after today (UTC) when to is not given"),
+                });
             }
             if to - from > HISTORY_DAYS_MAX {
                 return Err(ApiError::field("from", format!("the range may span at most {HISTORY_DAYS_MAX} days")));
@@ -434,6 +438,8 @@ pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Resul
             (from, to)
         }
     };
+    // Cheap on whole days, but a read off the async workers all the same: it takes a slot.
+    let _permit = st.slice_slots.clone().acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let st2 = st.clone();
     let doc = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let h = st2.engine.history(from, to, monthly, group).map_err(ApiError::engine)?;
