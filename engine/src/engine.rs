@@ -1335,10 +1335,12 @@ impl Engine {
             .iter()
             .map(|b| HistoryBucket { start_ms: b.start_ms, end_ms: b.end_ms, log: RollupAgg::of_agg(&b.agg), rollups: RollupAgg::default() })
             .collect();
+        let (mut all, mut named) = (RollupAgg::default(), RollupAgg::default());
         for (day, _, agg) in rollups.cells(from_day, to_day, RollupGroup::All) {
             let i = buckets.partition_point(|b| b.end_ms <= day * day_ms);
             if let Some(b) = buckets.get_mut(i) {
                 b.rollups.merge(agg);
+                all.merge(agg);
             }
         }
         let mut breakdown: Vec<HistoryRow> = log_rows.into_iter().map(|(name, log)| HistoryRow { name, log, rollups: RollupAgg::default() }).collect();
@@ -1346,7 +1348,11 @@ impl Engine {
             let mut rolled = rollups.cells(from_day, to_day, group).peekable();
             if rolled.peek().is_some() {
                 let mut at: FxHashMap<String, usize> = breakdown.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
-                for (_, name, agg) in rolled {
+                for (day, name, agg) in rolled {
+                    if buckets.last().is_none_or(|b| day * day_ms >= b.end_ms) {
+                        continue; // beyond the days the views answer for (the bucket loop's limit)
+                    }
+                    named.merge(agg);
                     if let Some(&i) = at.get(name) {
                         breakdown[i].rollups.merge(agg);
                     } else {
@@ -1357,7 +1363,8 @@ impl Engine {
             }
         }
         breakdown.sort_unstable_by(|a, b| b.total_tokens().cmp(&a.total_tokens()).then_with(|| a.name.cmp(&b.name)));
-        Ok(History { buckets, breakdown })
+        let rest = if group == RollupGroup::All { RollupAgg::default() } else { all.minus(&named) };
+        Ok(History { buckets, breakdown, rest })
     }
 
     /// Deletes whole oldest sealed segments beyond the retention limits, folding them into the

@@ -25,6 +25,12 @@ const ROLLUP_MAGIC: [u8; 8] = *b"TKBDRLP\x1a";
 const ROLLUP_VERSION: u16 = 1;
 pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 
+/// The most names of one group (models, keys, providers, credentials) a UTC day keeps in the
+/// rollups; retention drops the smallest beyond it, and their calls count as the day's rest.
+/// Bounds the rollups, and the file each retention pass rewrites, by days rather than by keys:
+/// 10 000 keys active a day would otherwise add 10 000 cells (about 1.5 MB of heap) a day.
+pub const NAMES_PER_DAY_MAX: usize = 1000;
+
 /// What a rollup row is grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RollupGroup {
@@ -63,6 +69,18 @@ impl RollupAgg {
         self.tokens.iter().fold(0u64, |a, &t| a.saturating_add(t))
     }
 
+    /// What `self` holds beyond `part` (which it contains).
+    pub fn minus(&self, part: &RollupAgg) -> RollupAgg {
+        let mut d = self.clone();
+        d.calls = d.calls.saturating_sub(part.calls);
+        d.errors = d.errors.saturating_sub(part.errors);
+        for (t, v) in d.tokens.iter_mut().zip(part.tokens) {
+            *t = t.saturating_sub(v);
+        }
+        d.latency_sum_ms = d.latency_sum_ms.saturating_sub(part.latency_sum_ms);
+        d
+    }
+
     fn add(&mut self, ev: &StoredEvent) {
         self.calls += 1;
         self.errors += u64::from(!ev.success);
@@ -96,16 +114,44 @@ impl Rollups {
     }
 
     /// Folds in what a builder gathered.
+    /// Then keeps at most [`NAMES_PER_DAY_MAX`] names of a group on each day it touched.
     pub fn absorb<'a>(&mut self, builder: RollupBuilder, name: impl Fn(Sym) -> &'a str) {
+        let mut touched = std::collections::BTreeSet::new();
         for ((day, group, key), agg) in builder.cells {
             let name = match group {
                 RollupGroup::All => String::new(),
                 RollupGroup::StatusClass => key.to_string(),
-                _ => name(Sym(key)).to_string(),
+                _ => {
+                    touched.insert((day, group));
+                    name(Sym(key)).to_string()
+                }
             };
             self.days.entry((day, group, name)).or_default().merge(&agg);
         }
+        for (day, group) in touched {
+            self.keep_largest(day, group);
+        }
         self.folded_through_seq = self.folded_through_seq.max(builder.last_seq);
+    }
+
+    /// Drops the smallest names (by tokens, then calls) of `group` on `day` beyond
+    /// [`NAMES_PER_DAY_MAX`]. What they held stays in the day's `All` cell: the rest of a group
+    /// is that cell minus the group's cells.
+    fn keep_largest(&mut self, day: i64, group: RollupGroup) {
+        let mut cells: Vec<(u64, u64, &String)> = self
+            .days
+            .range((day, group, String::new())..)
+            .take_while(|((d, g, _), _)| *d == day && *g == group)
+            .map(|((_, _, name), a)| (a.total_tokens(), a.calls, name))
+            .collect();
+        if cells.len() <= NAMES_PER_DAY_MAX {
+            return;
+        }
+        cells.sort_unstable();
+        let smallest: Vec<String> = cells[..cells.len() - NAMES_PER_DAY_MAX].iter().map(|(_, _, n)| (*n).clone()).collect();
+        for name in smallest {
+            self.days.remove(&(day, group, name));
+        }
     }
 
     pub fn load(dir: &Path) -> Result<Rollups> {
@@ -175,6 +221,8 @@ pub struct History {
     /// Per name of the group asked for, over the whole range, most tokens first; empty for
     /// [`RollupGroup::All`]. Status classes are named by their digit (`"5"`, `"0"` for none).
     pub breakdown: Vec<HistoryRow>,
+    /// What the rollups hold of names a day did not keep (see [`NAMES_PER_DAY_MAX`]).
+    pub rest: RollupAgg,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -241,4 +289,64 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Quality, Tokens};
+
+    fn event(seq: u64, day: i64, key: u32, output: u64) -> StoredEvent {
+        let mut dims = [Sym(0); Dim::COUNT];
+        dims[Dim::Key as usize] = Sym(key);
+        StoredEvent {
+            seq,
+            ts_ms: day * MS_PER_DAY + 1000,
+            dims,
+            status: 200,
+            success: true,
+            stream: false,
+            quality: Quality::default(),
+            ts_clamped: false,
+            tokens: Tokens { output, ..Tokens::default() },
+            latency_ms: 10,
+            ttft_ms: None,
+            event_id: None,
+            request_id: None,
+            error_message: None,
+        }
+    }
+
+    /// A day keeps its largest names up to the limit; the day's total still counts every call,
+    /// so the rest is the total minus the names kept. A later pass over the same day caps again.
+    #[test]
+    fn a_day_keeps_its_largest_names_and_its_whole_total() {
+        let names: Vec<String> = (0..3000).map(|k| format!("key-{k:05}")).collect();
+        let name = |s: Sym| names[s.0 as usize].as_str();
+        let mut rollups = Rollups::default();
+        let extra = 300;
+        for pass in 0..2u64 {
+            let mut b = RollupBuilder::default();
+            let keys = if pass == 0 { 0..(NAMES_PER_DAY_MAX as u32 + extra) } else { 2000..2100 };
+            for k in keys.clone() {
+                b.add(&event(pass * 10_000 + u64::from(k), 20_000, k, 1 + u64::from(k)));
+            }
+            b.add(&event(99_999, 20_001, 7, 5)); // another day, untouched by the cap
+            rollups.absorb(b, name);
+        }
+        let kept: Vec<(i64, &str, &RollupAgg)> = rollups.cells(20_000, 20_001, RollupGroup::Key).collect();
+        assert_eq!(kept.len(), NAMES_PER_DAY_MAX);
+        // The largest stayed: the second pass's keys (2000..2100) and the first pass's biggest.
+        let smallest_kept = kept.iter().map(|(_, n, _)| *n).min().unwrap();
+        assert_eq!(smallest_kept, format!("key-{:05}", extra as usize + 100));
+        let total: Vec<_> = rollups.cells(20_000, 20_001, RollupGroup::All).collect();
+        assert_eq!(total.len(), 1);
+        assert_eq!(total[0].2.calls, u64::from(NAMES_PER_DAY_MAX as u32 + extra) + 100);
+        let mut named = RollupAgg::default();
+        kept.iter().for_each(|(_, _, a)| named.merge(a));
+        let rest = total[0].2.minus(&named);
+        assert_eq!(rest.calls, u64::from(extra) + 100);
+        assert_eq!(rest.total_tokens(), (1..=u64::from(extra) + 100).sum::<u64>());
+        assert_eq!(rollups.cells(20_001, 20_002, RollupGroup::Key).count(), 1);
+    }
 }

@@ -581,6 +581,7 @@ fn history_adds_the_rollups_to_what_the_log_holds() {
     check(&h);
     assert_eq!(h.buckets.iter().map(|b| b.rollups.calls).sum::<u64>(), report.events_deleted);
     assert!(h.buckets.iter().any(|b| b.rollups.calls > 0 && b.log.calls > 0), "a day split between the two");
+    assert_eq!(h.rest, Default::default(), "every model kept: nothing beyond the names");
     // Months, and the status classes by their digit.
     let months = e.history(from, to, true, RollupGroup::StatusClass).unwrap();
     assert!(months.buckets.len() <= 2);

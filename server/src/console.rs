@@ -445,7 +445,8 @@ pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Resul
         let h = st2.engine.history(from, to, monthly, group).map_err(ApiError::engine)?;
         let series = |f: &dyn Fn(&tokenboard_engine::rollup::HistoryBucket) -> Value| Value::Array(h.buckets.iter().map(f).collect());
         let mut rows: Vec<Value> = Vec::new();
-        let mut other = tokenboard_engine::rollup::HistoryRow { name: "other".to_string(), ..Default::default() };
+        // The rest holds the names the rollups did not keep on some days: it joins "other".
+        let mut other = tokenboard_engine::rollup::HistoryRow { name: "other".to_string(), rollups: h.rest.clone(), ..Default::default() };
         for (i, r) in h.breakdown.iter().enumerate() {
             if i >= top {
                 other.log.merge(&r.log);

@@ -143,6 +143,10 @@ fn retention_drops_old_segments_and_the_numbers_follow() {
     assert_eq!(sum(&h["tokenData"]), all_tokens);
     let per_model: u64 = h["rows"].as_array().unwrap().iter().map(|r| r["call_count"].as_u64().unwrap()).sum();
     assert_eq!(per_model, (old.len() + recent.len()) as u64);
+    let keys = server.data("/api/console/history?days=90&group=key&top=5");
+    let per_key: u64 = keys["rows"].as_array().unwrap().iter().map(|r| r["call_count"].as_u64().unwrap()).sum();
+    assert_eq!(per_key, (old.len() + recent.len()) as u64, "the top 5 keys and other");
+    assert_eq!(keys["rows"].as_array().unwrap().last().unwrap()["other"], true);
     let months = server.data("/api/console/history?days=90&granularity=month");
     assert_eq!(sum(&months["callData"]), (old.len() + recent.len()) as u64);
     let (s, v) = server.get("/api/console/history?group=team");
