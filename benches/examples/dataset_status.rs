@@ -67,7 +67,7 @@ fn main() {
         std::process::exit(0);
     }
     let h = &s.heap;
-    for (what, b) in [("views", h.views), ("bitmaps", h.bitmaps), ("blocks and dicts", h.blocks_and_dicts), ("interner", h.interner), ("dedup", h.dedup)] {
+    for (what, b) in [("views", h.views), ("bitmaps", h.bitmaps), ("blocks and dicts", h.blocks_and_dicts), ("interner", h.interner), ("dedup", h.dedup), ("rollups", h.rollups)] {
         println!("  {what:<17} {:>7.1} MB ({:.2} MB per 1M events)", b as f64 / 1e6, per_m(b));
     }
     drop(e);

@@ -324,6 +324,9 @@ pub struct HeapBreakdown {
     pub blocks_and_dicts: usize,
     pub interner: usize,
     pub dedup: usize,
+    /// The daily rollups of deleted segments (bounded by days, see
+    /// [`crate::rollup::NAMES_PER_DAY_MAX`]).
+    pub rollups: usize,
 }
 
 /// Idempotency: 128-bit hashes of event ids seen, with the sequence number that carried each.
@@ -1273,20 +1276,27 @@ impl Engine {
         let folded = self.folded(&st);
         let time_bounds = folded.views.time_bounds();
         let bitmaps: usize = st.sealed.iter().map(|s| s.index_heap_bytes()).sum::<usize>() + folded.live().index_heap_bytes();
-        let heap = HeapBreakdown {
+        let mut heap = HeapBreakdown {
             views: folded.views.heap_bytes(),
             bitmaps,
             blocks_and_dicts: st.segments().map(Segment::heap_bytes).sum(),
             interner: st.interner.heap_bytes(),
             dedup: st.dedup.seen.capacity() * 32,
+            rollups: 0,
         };
+        let rollups = Arc::clone(&st.rollups);
+        let (last_seq, segments) = (st.next_seq - 1, st.sealed.len() + 1);
+        drop(folded);
+        drop(st);
+        // Counted without the lock: the rollups of years of keys are hundreds of thousands of cells.
+        heap.rollups = rollups.heap_bytes();
         EngineStatus {
-            last_seq: st.next_seq - 1,
+            last_seq,
             durable_seq: self.durable_seq(),
-            segments: st.sealed.len() + 1,
+            segments,
             events,
             bytes_on_disk,
-            heap_bytes: heap.views + heap.bitmaps + heap.blocks_and_dicts + heap.interner + heap.dedup,
+            heap_bytes: heap.views + heap.bitmaps + heap.blocks_and_dicts + heap.interner + heap.dedup + heap.rollups,
             heap,
             fenced: self.shared.durable.is_fenced.load(Ordering::Acquire),
             oldest_ts_ms: time_bounds.map(|b| b.0),

@@ -154,6 +154,14 @@ impl Rollups {
         }
     }
 
+    /// An estimate of the heap the cells take: each entry twice (the B-tree's nodes end up about
+    /// half full, as cells come in day order and a full node splits in the middle), and each
+    /// name's string.
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<((i64, RollupGroup, String), RollupAgg)>();
+        self.days.len() * entry * 2 + self.days.keys().map(|(_, _, name)| name.capacity()).sum::<usize>()
+    }
+
     pub fn load(dir: &Path) -> Result<Rollups> {
         let path = dir.join(ROLLUP_FILE);
         let bytes = match fs::read(&path) {

@@ -69,4 +69,18 @@ fn an_open_allocates_about_what_the_engine_counts() {
     let ratio = allocated as f64 / estimated as f64;
     assert!(ratio < 1.10, "allocated {allocated} bytes, the engine counts {estimated}: {ratio:.3}×");
     drop(e);
+
+    // The rollups' estimate, for a year of a thousand keys a day (here, after the measurement
+    // above: one test, so nothing else allocates meanwhile).
+    use tokenboard_engine::rollup::{RollupAgg, RollupGroup, Rollups};
+    let before = allocated_bytes();
+    let mut rollups = Rollups::default();
+    for day in 20_000..20_365 {
+        for k in 0..1000 {
+            rollups.days.insert((day, RollupGroup::Key, format!("masked#{k:016x}")), RollupAgg { calls: 1, ..RollupAgg::default() });
+        }
+    }
+    let allocated = allocated_bytes() - before;
+    let ratio = allocated as f64 / rollups.heap_bytes() as f64;
+    assert!((0.85..1.15).contains(&ratio), "rollups: allocated {allocated} bytes, counted {}: {ratio:.3}×", rollups.heap_bytes());
 }

@@ -575,7 +575,10 @@ fn history_adds_the_rollups_to_what_the_log_holds() {
     let h = e.history(from, to, false, RollupGroup::Model).unwrap();
     check(&h);
     assert!(h.buckets.iter().all(|b| b.rollups.calls == 0));
+    assert_eq!(e.status().heap.rollups, 0);
     let report = e.enforce_retention().unwrap();
+    let cells = e.rollups().days.len();
+    assert!(e.status().heap.rollups >= cells * 100, "{cells} cells in {} B", e.status().heap.rollups);
     assert!(report.segments_deleted > 0);
     let h = e.history(from, to, false, RollupGroup::Model).unwrap();
     check(&h);
@@ -1105,7 +1108,7 @@ fn a_clean_close_saves_the_state_and_the_next_open_loads_it() {
     let s = e.status();
     let h = &s.heap;
     assert!(h.bitmaps > 0 && h.blocks_and_dicts > 0 && h.blocks_and_dicts < 16 << 20, "{h:?}");
-    assert_eq!(s.heap_bytes, h.views + h.bitmaps + h.blocks_and_dicts + h.interner + h.dedup);
+    assert_eq!(s.heap_bytes, h.views + h.bitmaps + h.blocks_and_dicts + h.interner + h.dedup + h.rollups);
 
     // Stopped without a close, the next open rebuilds, to the same state.
     e.sync().unwrap();
