@@ -28,7 +28,7 @@ pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 /// The most names of one group (models, keys, providers, credentials) a UTC day keeps in the
 /// rollups; retention drops the smallest beyond it, and their calls count as the day's rest.
 /// Bounds the rollups, and the file each retention pass rewrites, by days rather than by keys:
-/// 10 000 keys active a day would otherwise add 10 000 cells (about 1.5 MB of heap) a day.
+/// 10 000 keys active a day would otherwise add 10 000 cells (about 2.4 MB of heap) a day.
 pub const NAMES_PER_DAY_MAX: usize = 1000;
 
 /// What a rollup row is grouped by.
@@ -113,8 +113,8 @@ impl Rollups {
         self.folded_through_seq = self.folded_through_seq.max(ev.seq);
     }
 
-    /// Folds in what a builder gathered.
-    /// Then keeps at most [`NAMES_PER_DAY_MAX`] names of a group on each day it touched.
+    /// Folds in what a builder gathered, then keeps at most [`NAMES_PER_DAY_MAX`] names of a
+    /// group on each day it touched.
     pub fn absorb<'a>(&mut self, builder: RollupBuilder, name: impl Fn(Sym) -> &'a str) {
         let mut touched = std::collections::BTreeSet::new();
         for ((day, group, key), agg) in builder.cells {
