@@ -2,7 +2,8 @@
 //! six segments) copied, opened, and its oldest segment dropped by an event-count limit, while a
 //! thread appends one event at a time and records its slowest append.
 //!
-//! `cargo run --release -p tokenboard-benches --example retention_pass`
+//! `cargo run --release -p tokenboard-benches --example retention_pass [KEEP_PERCENT]`: keep
+//! 80 % of the events by default (the oldest segment goes); 40 drops the three oldest.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,8 +21,9 @@ fn main() {
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
     }
     let mut o = bench_options(dir.path());
-    // Six segments of about a sixth each: the oldest goes, the next stays.
-    o.retention = Retention { max_events: Some(n * 8 / 10), ..Retention::none() };
+    // Six segments of about a sixth each: by default the oldest goes, the next stays.
+    let keep: u64 = std::env::args().nth(1).map_or(80, |a| a.parse().expect("KEEP_PERCENT: a whole number"));
+    o.retention = Retention { max_events: Some(n * keep / 100), ..Retention::none() };
     o.retention_interval_ms = None;
     let (engine, _) = Engine::open(o).expect("open");
     let stop = Arc::new(AtomicBool::new(false));
