@@ -1822,8 +1822,6 @@ fn interval_syncer(durable: Arc<Durable>, every_ms: u64) {
     }
 }
 
-/// Enforces retention every `every_ms`. Holds the engine only while a pass runs, so dropping the
-/// last handle releases the directory.
 /// Work for the compactor thread.
 enum Compaction {
     /// A sealed segment whose bitmaps still have their growth's spare capacity.
@@ -1861,6 +1859,8 @@ fn swap_compacted(st: &mut State, seg: &Arc<Segment>, lean: Segment) -> Option<A
     Some(std::mem::replace(slot, Arc::new(lean)))
 }
 
+/// Enforces retention every `every_ms`. Holds the engine only while a pass runs, so dropping the
+/// last handle releases the directory.
 fn retention_worker(weak: std::sync::Weak<Shared>, durable: Arc<Durable>, every_ms: u64) {
     loop {
         if durable.sleep_unless_stopped(Duration::from_millis(every_ms)) {

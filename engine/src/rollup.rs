@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::event::{Dim, StoredEvent, Sym};
-use crate::views::Agg;
 use crate::interner::Interner;
+use crate::views::Agg;
 
 pub const ROLLUP_FILE: &str = "rollups.bin";
 const ROLLUP_MAGIC: [u8; 8] = *b"TKBDRLP\x1a";

@@ -181,6 +181,11 @@ async fn blocking<T: Send + 'static>(st: &Shared, rq: &ReadQuery, f: impl FnOnce
         // Answered from the views in microseconds: no thread hop.
         return f();
     }
+    in_slot(st, f).await
+}
+
+/// Runs a read on a blocking thread once it has one of the read slots.
+async fn in_slot<T: Send + 'static>(st: &Shared, f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     let _permit = st.slice_slots.clone().acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("read failed: {e}")))?
 }
@@ -387,21 +392,17 @@ fn parse_day(name: &str, v: &str) -> Result<i64, ApiError> {
 
 const DAY_MS: i64 = 86_400_000;
 
-fn day_label(ms: i64, monthly: bool) -> String {
-    let t = Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
-    t.format(if monthly { "%Y-%m" } else { "%Y-%m-%d" }).to_string()
-}
-
 /// `GET /api/console/history`: calls and tokens per UTC day or month over up to ten years, with
 /// what retention deleted from the log counted from the daily rollups, and the same per model,
 /// key, provider, credential or status class over the range.
 pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Result<Response, ApiError> {
     use tokenboard_engine::rollup::RollupGroup;
-    let monthly = match param(&q, "granularity").unwrap_or("day") {
-        "day" => false,
-        "month" => true,
+    let g = match param(&q, "granularity").unwrap_or("day") {
+        "day" => Granularity::Day,
+        "month" => Granularity::Month,
         _ => return Err(ApiError::field("granularity", "must be day or month (history is kept per UTC day)")),
     };
+    let utc = chrono_tz::UTC;
     let group = match param(&q, "group") {
         None => RollupGroup::All,
         Some("model") => RollupGroup::Model,
@@ -439,10 +440,9 @@ pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Resul
         }
     };
     // Cheap on whole days, but a read off the async workers all the same: it takes a slot.
-    let _permit = st.slice_slots.clone().acquire_owned().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
     let st2 = st.clone();
-    let doc = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-        let h = st2.engine.history(from, to, monthly, group).map_err(ApiError::engine)?;
+    let doc = in_slot(&st, move || {
+        let h = st2.engine.history(from, to, g == Granularity::Month, group).map_err(ApiError::engine)?;
         let series = |f: &dyn Fn(&tokenboard_engine::rollup::HistoryBucket) -> Value| Value::Array(h.buckets.iter().map(f).collect());
         let mut rows: Vec<Value> = Vec::new();
         // The rest holds the names the rollups did not keep on some days: it joins "other".
@@ -467,7 +467,7 @@ pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Resul
         }
         let status = st2.engine.status();
         Ok(json!({
-            "labels": series(&|b| json!(day_label(b.start_ms, monthly))),
+            "labels": series(&|b| json!(label(b.start_ms, g, utc))),
             "starts": series(&|b| json!(b.start_ms)),
             "ends": series(&|b| json!(b.end_ms)),
             "callData": series(&|b| json!(b.log.calls + b.rollups.calls)),
@@ -479,13 +479,12 @@ pub async fn history(State(st): State<Shared>, Query(q): Query<Params>) -> Resul
             },
             "rows": rows,
             "group": param(&q, "group"),
-            "granularity": if monthly { "month" } else { "day" },
-            "range": { "from": day_label(from * DAY_MS, false), "to": day_label((to - 1) * DAY_MS, false), "tz": "UTC" },
-            "log_oldest": status.oldest_ts_ms.map(|t| format_ts(t, chrono_tz::UTC)),
+            "granularity": format!("{g:?}").to_lowercase(),
+            "range": { "from": label(from * DAY_MS, Granularity::Day, utc), "to": label((to - 1) * DAY_MS, Granularity::Day, utc), "tz": "UTC" },
+            "log_oldest": status.oldest_ts_ms.map(|t| format_ts(t, utc)),
         }))
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("read failed: {e}")))??;
+    .await?;
     Ok(ok(doc))
 }
 
